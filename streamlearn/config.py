@@ -1,0 +1,275 @@
+"""One typed, validated configuration tree: YAML file + ``STREAMLEARN_*`` environment overrides.
+
+Every model forbids unknown keys and is strict about types, so a typo or a wrong type fails
+at start. :func:`load_config` turns any validation failure into a :class:`ConfigError` whose
+message is one line naming the setting, the bad value and what is allowed.
+
+Environment overrides use ``__`` between levels and are parsed as YAML scalars::
+
+    STREAMLEARN_LEARNER__LEARNING_RATE=0.05  ->  learner.learning_rate = 0.05
+    STREAMLEARN_DRIFT__DETECTOR=page_hinkley ->  drift.detector = "page_hinkley"
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ENV_PREFIX = "STREAMLEARN_"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class ConfigError(ValueError):
+    """A configuration value was rejected; the message is one readable line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class SyntheticSourceConfig(_Strict):
+    """A seeded in-process stream (see :mod:`streamlearn.io.synthetic`)."""
+
+    family: Literal[
+        "drifting_classification", "sinusoid", "sea", "agrawal", "hyperplane", "rbf"
+    ] = "drifting_classification"
+    seed: int = 42
+    n_keys: Annotated[int, Field(ge=1, le=10_000_000)] = 100
+    n_features: Annotated[int, Field(ge=1, le=4096)] = 8
+    n_concepts: Annotated[int, Field(ge=1, le=1000)] = 3
+    segment_length: Annotated[int, Field(ge=1)] = 20_000
+    drift: Literal["abrupt", "gradual"] = "abrupt"
+    gradual_width: Annotated[int, Field(ge=1)] = 2_000
+    key_perturbation: Annotated[float, Field(ge=0)] = 0.3
+    label_noise: Probability = 0.05
+    label_fraction: Probability = 1.0
+    max_events: Annotated[int, Field(ge=0)] = 0
+    rate: Annotated[float, Field(ge=0)] = 0.0
+
+
+class FileSourceConfig(_Strict):
+    """Replay of a CSV or JSONL file in row order."""
+
+    path: str = ""
+    format: Literal["auto", "csv", "jsonl"] = "auto"
+    label_column: str = "class"
+    key_column: str | None = None
+    id_column: str | None = None
+    features: list[str] | None = None
+    withhold_label_fraction: Probability = 0.0
+    seed: int = 0
+    rate: Annotated[float, Field(ge=0)] = 0.0
+
+
+class SourceConfig(_Strict):
+    kind: Literal["synthetic", "file"] = "synthetic"
+    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 500
+    synthetic: SyntheticSourceConfig = SyntheticSourceConfig()
+    file: FileSourceConfig = FileSourceConfig()
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> SourceConfig:
+        if self.kind == "file" and not self.file.path:
+            raise ValueError("source.file.path must be set when source.kind is 'file'")
+        return self
+
+
+class ModelConfig(_Strict):
+    """The adapted model: ``hidden=[]`` is a linear model."""
+
+    task: Literal["binary", "multiclass", "regression"] = "binary"
+    n_features: Annotated[int, Field(ge=1, le=4096)] = 8
+    feature_names: list[str] | None = None
+    n_classes: Annotated[int, Field(ge=2, le=10_000)] = 2
+    hidden: list[Annotated[int, Field(ge=1, le=4096)]] = []
+    activation: Literal["tanh", "relu"] = "tanh"
+    standardize: bool = True
+    init: Literal["zeros", "normal"] = "zeros"
+    init_scale: Annotated[float, Field(ge=0)] = 1.0
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _names_match(self) -> ModelConfig:
+        names = self.feature_names
+        if names is not None and len(names) != self.n_features:
+            raise ValueError(
+                f"model.feature_names has {len(names)} names but model.n_features is "
+                f"{self.n_features}"
+            )
+        if self.init == "zeros" and self.hidden:
+            raise ValueError("model.init 'zeros' cannot break symmetry with hidden layers")
+        return self
+
+
+class LearnerConfig(_Strict):
+    learning_rate: PositiveFloat = 0.5
+    adagrad_eps: PositiveFloat = 1e-10
+    initial_accumulator: Annotated[float, Field(ge=0)] = 0.0
+    proximal_lambda: Annotated[float, Field(ge=0)] = 0.001
+    max_step_norm: PositiveFloat = 1e3
+
+
+class DriftConfig(_Strict):
+    """River detectors over the prequential error (classification) or loss (regression)."""
+
+    detector: Literal["adwin", "page_hinkley", "kswin"] = "adwin"
+    per_key: bool = True
+    global_: bool = Field(default=True, alias="global")
+    on_global_drift: Literal["reset_all", "none"] = "reset_all"
+    adwin_delta: Annotated[float, Field(gt=0, lt=1)] = 0.002
+    ph_threshold: PositiveFloat = 50.0
+    ph_delta: Annotated[float, Field(ge=0)] = 0.005
+    ph_min_instances: Annotated[int, Field(ge=1)] = 30
+    kswin_alpha: Annotated[float, Field(gt=0, lt=1)] = 0.005
+    kswin_window_size: Annotated[int, Field(ge=10)] = 100
+    kswin_stat_size: Annotated[int, Field(ge=2)] = 30
+    recovery_window: Annotated[int, Field(ge=10)] = 500
+    recovery_tolerance: Annotated[float, Field(ge=0)] = 0.02
+    recovery_max_labels: Annotated[int, Field(ge=1)] = 50_000
+
+    @model_validator(mode="after")
+    def _kswin_sizes(self) -> DriftConfig:
+        if self.kswin_stat_size >= self.kswin_window_size:
+            raise ValueError(
+                f"drift.kswin_stat_size ({self.kswin_stat_size}) must be below "
+                f"drift.kswin_window_size ({self.kswin_window_size})"
+            )
+        return self
+
+
+class MetricsConfig(_Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9108
+    rolling_window: Annotated[int, Field(ge=10, le=1_000_000)] = 1000
+    baseline: Literal["global_model", "none"] = "global_model"
+    baseline_batch: Annotated[int, Field(ge=1, le=100_000)] = 32
+
+
+class ServiceConfig(_Strict):
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    status_interval_s: PositiveFloat = 5.0
+    poll_timeout_s: PositiveFloat = 0.5
+    torch_threads: Annotated[int, Field(ge=1, le=256)] = 1
+
+
+class Config(_Strict):
+    """The whole configuration tree.
+
+    >>> cfg = load_config(overrides={"learner": {"learning_rate": 0.2}}, env={})
+    >>> cfg.learner.learning_rate
+    0.2
+    """
+
+    service: ServiceConfig = ServiceConfig()
+    source: SourceConfig = SourceConfig()
+    model: ModelConfig = ModelConfig()
+    learner: LearnerConfig = LearnerConfig()
+    drift: DriftConfig = DriftConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        syn = self.source.synthetic
+        if self.source.kind == "synthetic":
+            expected = _synthetic_shape(syn)
+            got = (self.model.task, self.model.n_features)
+            if expected != got:
+                raise ValueError(
+                    f"model (task={got[0]!r}, n_features={got[1]}) does not match "
+                    f"source.synthetic.family {syn.family!r}, which yields task={expected[0]!r}, "
+                    f"n_features={expected[1]}"
+                )
+        return self
+
+
+def _synthetic_shape(syn: SyntheticSourceConfig) -> tuple[str, int]:
+    fixed = {"sea": 3, "agrawal": 9, "sinusoid": 1}
+    task = "regression" if syn.family == "sinusoid" else "binary"
+    return task, fixed.get(syn.family, syn.n_features)
+
+
+def _format_error(err: ValidationError, merged: Mapping[str, Any]) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if p != "__root__")
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return (
+            f"config error: unknown setting {loc!r} (check the spelling; see config/default.yaml)"
+        )
+    if not loc:
+        return f"config error: {msg}"
+    return f"config error: {loc} = {first.get('input')!r}: {msg}"
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """``STREAMLEARN_A__B=v`` -> ``{"a": {"b": yaml(v)}}``; the path is validated later."""
+    tree: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if not all(path):
+            raise ConfigError(f"config error: malformed environment override {name!r}")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config error: conflicting environment override {name!r}")
+        node[path[-1]] = value
+    return tree
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Load ``path`` (default: ``config/default.yaml`` when present), apply env and overrides."""
+    data: dict[str, Any] = {}
+    file = Path(path) if path is not None else DEFAULT_CONFIG
+    if path is not None or file.exists():
+        try:
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"config error: cannot read {str(file)!r}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config error: {str(file)!r} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config error: {str(file)!r} must hold a mapping at the top")
+        data = loaded or {}
+    data = _deep_merge(data, env_overrides(os.environ if env is None else env))
+    if overrides:
+        data = _deep_merge(data, overrides)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, data)) from None
+
+
+def dump_config(cfg: Config) -> dict[str, Any]:
+    """The validated tree as plain data (what ``streamlearn config`` prints)."""
+    return cfg.model_dump(mode="json", by_alias=True)

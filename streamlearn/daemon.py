@@ -1,0 +1,244 @@
+"""Wiring and the processing loop (design §4), one poll at a time."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter as Tally
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from prometheus_client import CollectorRegistry
+
+from streamlearn.config import Config
+from streamlearn.drift import DriftMonitor, RecoveryTracker
+from streamlearn.io.base import Sink, Source
+from streamlearn.io.files import replay
+from streamlearn.io.memory import MemorySink, MemorySource
+from streamlearn.io.synthetic import build_family
+from streamlearn.learner import OnlineLearner
+from streamlearn.messages import EventBatch, EventDecoder, Prediction
+from streamlearn.metrics import Metrics, RollingMean
+from streamlearn.model import ModelSpec
+from streamlearn.regret import GlobalBaseline
+
+log = logging.getLogger("streamlearn")
+
+
+def build_spec(cfg: Config) -> ModelSpec:
+    m = cfg.model
+    return ModelSpec(m.n_features, m.task, m.n_classes, tuple(m.hidden), m.activation)
+
+
+def build_source(cfg: Config) -> Source:
+    """The embedded source the config names (Kafka arrives with its own module)."""
+    src = cfg.source
+    if src.kind == "file":
+        return MemorySource(replay(src.file), topic=f"file:{src.file.path}", rate=src.file.rate)
+    return MemorySource(
+        build_family(src.synthetic),
+        topic=f"synthetic:{src.synthetic.family}",
+        rate=src.synthetic.rate,
+    )
+
+
+class Daemon:
+    """Decode -> predict -> learn -> drift -> metrics, one poll per :meth:`step`.
+
+    >>> from streamlearn.config import load_config
+    >>> cfg = load_config(overrides={"source": {"synthetic": {"n_keys": 5}}}, env={})
+    >>> d = Daemon(cfg, CollectorRegistry())
+    >>> d.run(max_events=1000), d.events_seen
+    (0, 1000)
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        registry: CollectorRegistry,
+        *,
+        source: Source | None = None,
+        sink: Sink | None = None,
+        theta0: torch.Tensor | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.spec = build_spec(cfg)
+        m = cfg.model
+        if theta0 is None:
+            theta0 = self.spec.init(seed=m.seed, kind=m.init, scale=m.init_scale)
+        self.source = source if source is not None else build_source(cfg)
+        self.sink: Sink = sink if sink is not None else MemorySink()
+        self.decoder = EventDecoder(
+            m.n_features,
+            m.task,
+            m.n_classes,
+            m.feature_names,
+        )
+        self.learner = OnlineLearner(self.spec, cfg.learner, theta0, standardize=m.standardize)
+        self.baseline = (
+            GlobalBaseline(self.spec, cfg.learner, theta0, cfg.metrics.baseline_batch)
+            if cfg.metrics.baseline == "global_model"
+            else None
+        )
+        self.drift = DriftMonitor(cfg.drift)
+        d = cfg.drift
+        self.recovery = RecoveryTracker(
+            d.recovery_window,
+            d.recovery_tolerance,
+            d.recovery_max_labels,
+            relative=m.task == "regression",
+        )
+        self.metrics = Metrics(registry, m.task)
+        self.metrics.step_size.set(cfg.learner.learning_rate)
+        self.metrics.model_version.set(self.learner.model_version)
+        window = cfg.metrics.rolling_window
+        self._rolling_loss = RollingMean(window)
+        self._rolling_base = RollingMean(window)
+        self._rolling_quality = RollingMean(window)
+        self._cum_loss = 0.0
+        self._cum_base = 0.0
+        self._stop = threading.Event()
+        self.events_seen = 0
+        self.labels_seen = 0
+        self._running = False
+
+    # -- state, read through properties ----------------------------------------------------
+
+    @property
+    def regret(self) -> float:
+        return self._cum_loss - self._cum_base
+
+    @property
+    def rolling_quality(self) -> float:
+        return self._rolling_quality.value
+
+    def ready(self) -> tuple[bool, str]:
+        return (True, "ready") if self._running else (False, "not consuming")
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def step(self, max_records: int | None = None) -> int:
+        """Poll once and process what came; returns the number of raw records consumed."""
+        limit = max_records or self.cfg.source.batch_size
+        records = self.source.poll(limit, self.cfg.service.poll_timeout_s)
+        if not records:
+            return 0
+        started = time.perf_counter()
+        batch, dead = self.decoder.decode(records)
+        mt = self.metrics
+        if dead:
+            self.sink.dead_letters(dead)
+            for reason, count in Tally(d.reason.value for d in dead).items():
+                mt.dead_letters.labels(reason).inc(count)
+        if len(batch):
+            self._learn(batch)
+        mt.poll_seconds.observe(time.perf_counter() - started)
+        self.events_seen += len(records)
+        return len(records)
+
+    def _learn(self, batch: EventBatch) -> None:
+        mt, cfg = self.metrics, self.cfg
+        res = self.learner.process(batch)
+        n = len(batch)
+        mt.events.inc(n)
+        version = self.learner.model_version
+        self.sink.predictions(
+            [
+                Prediction(eid, key, p, version, t)
+                for eid, key, p, t in zip(
+                    batch.ids, batch.keys, res.p.tolist(), batch.ts.tolist(), strict=True
+                )
+            ]
+        )
+        mt.predictions.inc(n)
+        labelled = batch.labelled
+        m = int(labelled.sum())
+        if m == 0:
+            return
+        self.labels_seen += m
+        mt.labels.inc(m)
+        loss = res.loss[labelled]
+        self._cum_loss += float(loss.sum())
+        mt.loss.inc(float(loss.sum()))
+        self._rolling_loss.extend(loss.tolist())
+        mt.rolling_loss.set(self._rolling_loss.value)
+        if self.baseline is not None:
+            base = self.baseline.process(res.x_std, batch.y)[labelled]
+            self._cum_base += float(base.sum())
+            mt.baseline_loss.inc(float(base.sum()))
+            self._rolling_base.extend(base.tolist())
+            mt.rolling_baseline_loss.set(self._rolling_base.value)
+            mt.regret.set(self.regret)
+        if self.spec.task == "regression":
+            quality = (-loss).tolist()
+            abs_err = np.abs(res.p[labelled] - batch.y[labelled])
+            self._rolling_quality.extend(abs_err.tolist())
+        else:
+            quality = res.correct[labelled].tolist()
+            self._rolling_quality.extend(quality)
+        mt.rolling_quality.set(self._rolling_quality.value)
+        if res.rollbacks:
+            mt.rollbacks.inc(res.rollbacks)
+        mt.update_norm.set(res.mean_step)
+        keys_l = [k for k, is_l in zip(batch.keys, labelled.tolist(), strict=True) if is_l]
+        for length in self.recovery.observe(quality):
+            mt.recovery.observe(length)
+        report = self.drift.update(keys_l, res.error[labelled].tolist())
+        if report.drifted_keys:
+            mt.drifts.labels("key").inc(len(report.drifted_keys))
+            mt.resets.labels("key_drift").inc(self.learner.reset(report.drifted_keys))
+        if report.global_drift:
+            mt.global_drift_now()
+            unrecovered_before = self.recovery.unrecovered
+            self.recovery.drift()
+            mt.unrecovered.inc(self.recovery.unrecovered - unrecovered_before)
+            if cfg.drift.on_global_drift == "reset_all":
+                mt.resets.labels("global_drift").inc(self.learner.reset_all())
+        mt.active_keys.set(self.learner.n_keys)
+
+    def run(self, max_events: int = 0, status: Callable[[str], None] | None = None) -> int:
+        """Process until stopped, the source ends, or ``max_events`` records; returns 0."""
+        self._running = True
+        self.metrics.up.set(1)
+        interval = self.cfg.service.status_interval_s
+        last_status, last_events = time.monotonic(), 0
+        try:
+            while not self._stop.is_set():
+                limit = self.cfg.source.batch_size
+                if max_events:
+                    limit = min(limit, max_events - self.events_seen)
+                    if limit <= 0:
+                        break
+                got = self.step(limit)
+                if got == 0 and self.source.exhausted:
+                    break
+                now = time.monotonic()
+                if status is not None and now - last_status >= interval:
+                    rate = (self.events_seen - last_events) / (now - last_status)
+                    status(self.status_line(rate))
+                    last_status, last_events = now, self.events_seen
+        finally:
+            self._running = False
+            self.metrics.up.set(0)
+            self.source.commit()
+            self.sink.flush()
+            self.source.close()
+            self.sink.close()
+        if status is not None:
+            status(self.status_line(None))
+        return 0
+
+    def status_line(self, rate: float | None) -> str:
+        q = "acc" if self.spec.task != "regression" else "mae"
+        rate_s = f" ({rate:,.0f}/s)" if rate is not None else ""
+        return (
+            f"events={self.events_seen:,}{rate_s} labels={self.labels_seen:,} "
+            f"{q}={self.rolling_quality:.3f} loss={self._rolling_loss.value:.3f} "
+            f"regret={self.regret:+.1f} drifts={self.drift.n_global}/{self.drift.n_key} "
+            f"keys={self.learner.n_keys:,} version={self.learner.model_version}"
+        )

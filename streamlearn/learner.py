@@ -1,0 +1,301 @@
+"""Per-key fast weights, prequential predict-then-learn, resets to the meta-init.
+
+What is batched, exactly: a poll's events are grouped by key and cut into *rounds*; round r
+holds the r-th event of every key that has more than r events in the poll. A round is one
+lane-batched step: every lane predicts with its key's current weights, then the labelled
+lanes take one AdaGrad step on ``L(f(x; w), y) + (lambda/2)||w - theta0||^2``. So within a
+key, events are handled one at a time in arrival order, exactly as if they had arrived alone
+(each prediction sees every earlier label of its key); across keys nothing is shared. The only
+per-poll quantity is the feature standardiser, updated with the poll's events before the
+first round.
+
+State lives in numpy tables (one row per key; :mod:`streamlearn.lanes` says why numpy);
+the public accessors hand out torch tensors, the currency of the model and meta-learning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from streamlearn import lanes
+from streamlearn.config import LearnerConfig
+from streamlearn.messages import EventBatch
+from streamlearn.model import ModelSpec
+from streamlearn.optim import AdagradState, adagrad_step, proximal_grad
+from streamlearn.scaling import RunningStandardizer
+
+_MIN_CAPACITY = 64
+
+
+@dataclass(slots=True)
+class StepResult:
+    """Prequential outputs of one poll, aligned with the batch's events.
+
+    ``p``: P(class 1) for binary, class probabilities ``[n, C]`` for multiclass, the value
+    for regression. ``loss`` and ``correct`` are NaN for unlabelled events; ``correct`` is
+    NaN for regression too. ``error`` is the drift signal (0/1 error, or the loss).
+    """
+
+    p: np.ndarray
+    loss: np.ndarray
+    correct: np.ndarray
+    rollbacks: int
+    mean_step: float
+    x_std: np.ndarray
+
+    @property
+    def error(self) -> np.ndarray:
+        return np.where(np.isnan(self.correct), self.loss, 1.0 - self.correct)
+
+
+class KeyTable:
+    """Maps entity keys to rows of the per-key tensors; rows of reset or new keys hold theta0."""
+
+    def __init__(self) -> None:
+        self._slots: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._slots
+
+    def get(self, key: str) -> int | None:
+        return self._slots.get(key)
+
+    def slots_for(self, keys: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+        """Row of every key, adding rows for unseen keys; returns the new keys too."""
+        table = self._slots
+        new: list[str] = []
+        out = np.empty(len(keys), dtype=np.int64)
+        for i, k in enumerate(keys):
+            s = table.get(k)
+            if s is None:
+                s = table[k] = len(table)
+                new.append(k)
+            out[i] = s
+        return out, new
+
+    def keys(self) -> list[str]:
+        return list(self._slots)
+
+
+def rounds(slots: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Order of events by (occurrence within key, arrival) and the size of each round."""
+    seen: dict[int, int] = {}
+    occ = np.empty(len(slots), dtype=np.int64)
+    for i, s in enumerate(slots.tolist()):
+        occ[i] = seen.get(s, 0)
+        seen[s] = occ[i] + 1
+    order = np.argsort(occ, kind="stable")
+    return order, np.bincount(occ).tolist() if len(occ) else []
+
+
+class OnlineLearner:
+    """Per-key online learner starting from ``theta0``.
+
+    >>> from streamlearn.messages import EventBatch
+    >>> spec = ModelSpec(n_features=1)
+    >>> learner = OnlineLearner(spec, LearnerConfig(learning_rate=0.5), spec.init(kind="zeros"))
+    >>> batch = EventBatch(["1", "2"], ["a", "a"], np.zeros(2), np.array([[1.0], [1.0]]),
+    ...                    np.array([1.0, 1.0]))
+    >>> [round(v, 3) for v in learner.process(batch).p.tolist()]  # second sees the first
+    [0.5, 0.622]
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        cfg: LearnerConfig,
+        theta0: torch.Tensor,
+        *,
+        standardize: bool = True,
+        version: int = 0,
+    ) -> None:
+        if tuple(theta0.shape) != (spec.n_params,):
+            raise ValueError(
+                f"theta0 has shape {tuple(theta0.shape)}, the model needs ({spec.n_params},)"
+            )
+        self.spec = spec
+        self.cfg = cfg
+        self.keys = KeyTable()
+        self.scaler = RunningStandardizer(spec.n_features) if standardize else None
+        self._theta0 = _as_row(theta0)
+        self._version = version
+        self._params = np.tile(self._theta0, (_MIN_CAPACITY, 1))
+        self._accum = np.full_like(self._params, cfg.initial_accumulator)
+
+    # -- state, read through properties ----------------------------------------------------
+
+    @property
+    def theta0(self) -> torch.Tensor:
+        return torch.from_numpy(self._theta0.copy())
+
+    @property
+    def model_version(self) -> int:
+        return self._version
+
+    @property
+    def n_keys(self) -> int:
+        return len(self.keys)
+
+    def params_of(self, key: str) -> torch.Tensor:
+        """Current fast weights of ``key`` (theta0 for a key never seen)."""
+        slot = self.keys.get(key)
+        row = self._theta0 if slot is None else self._params[slot]
+        return torch.from_numpy(row.copy())
+
+    def accum_of(self, key: str) -> torch.Tensor:
+        slot = self.keys.get(key)
+        if slot is None:
+            return torch.full((self.spec.n_params,), self.cfg.initial_accumulator)
+        return torch.from_numpy(self._accum[slot].copy())
+
+    def predict(self, keys: Sequence[str], x: np.ndarray) -> np.ndarray:
+        """Predictions with the keys' current weights; changes nothing (not even the scaler)."""
+        if self.scaler is not None:
+            x = self.scaler.transform(x)
+        rows = [self.keys.get(k) for k in keys]
+        w = np.stack([self._theta0 if r is None else self._params[r] for r in rows])
+        out = lanes.predict(self.spec, w, np.asarray(x, dtype=np.float32)).astype(np.float64)
+        return out if self.spec.task == "multiclass" else out[:, 0]
+
+    # -- updates ---------------------------------------------------------------------------
+
+    def set_theta0(self, theta0: torch.Tensor, version: int) -> None:
+        """Install a new meta-init; it applies to new keys and to later resets."""
+        if tuple(theta0.shape) != self._theta0.shape:
+            raise ValueError(f"theta0 shape {tuple(theta0.shape)} != {self._theta0.shape}")
+        self._theta0 = _as_row(theta0)
+        self._version = version
+
+    def reset(self, keys: Iterable[str]) -> int:
+        """Fast weights and AdaGrad state of ``keys`` back to theta0; returns how many."""
+        slots = [s for k in keys if (s := self.keys.get(k)) is not None]
+        if slots:
+            self._params[slots] = self._theta0
+            self._accum[slots] = self.cfg.initial_accumulator
+        return len(slots)
+
+    def reset_all(self) -> int:
+        n = len(self.keys)
+        self._params[:n] = self._theta0
+        self._accum[:n] = self.cfg.initial_accumulator
+        return n
+
+    def _ensure_capacity(self, n: int) -> None:
+        cap = self._params.shape[0]
+        if n <= cap:
+            return
+        extra = max(n, 2 * cap) - cap
+        self._params = np.concatenate([self._params, np.tile(self._theta0, (extra, 1))])
+        self._accum = np.concatenate(
+            [
+                self._accum,
+                np.full(
+                    (extra, self.spec.n_params), self.cfg.initial_accumulator, dtype=np.float32
+                ),
+            ]
+        )
+
+    def process(self, batch: EventBatch) -> StepResult:
+        """Predict every event, then learn from the labelled ones (prequential), per round."""
+        n = len(batch.ids)
+        spec, cfg = self.spec, self.cfg
+        if n == 0:
+            empty = np.zeros(0)
+            p0 = np.zeros((0, spec.n_outputs)) if spec.task == "multiclass" else empty
+            return StepResult(p0, empty, empty, 0, 0.0, batch.x)
+        slots, _ = self.keys.slots_for(batch.keys)
+        self._ensure_capacity(len(self.keys))
+        x = np.asarray(batch.x, dtype=np.float32)
+        if self.scaler is not None:
+            self.scaler.update(x)
+            x = self.scaler.transform(x)
+        order, sizes = rounds(slots)
+        xs, ss = x[order], slots[order]
+        y_sorted = np.asarray(batch.y, dtype=np.float32)[order]
+        labelled = ~np.isnan(y_sorted)
+        ys = np.where(labelled, y_sorted, np.float32(0.0))
+        mask = labelled.astype(np.float32)[:, None]
+        n_labelled = np.concatenate([[0], np.cumsum(labelled)])
+        p_out = np.empty((n, spec.n_outputs), dtype=np.float32)
+        loss_out = np.empty(n, dtype=np.float32)
+        params, accum, theta0 = self._params, self._accum, self._theta0
+        lr, lam, eps = cfg.learning_rate, cfg.proximal_lambda, cfg.adagrad_eps
+        max_sq = cfg.max_step_norm**2
+        step_sq = 0.0
+        rollbacks = 0
+        lo = 0
+        with np.errstate(all="ignore"):  # overflow is caught by the guard below, per lane
+            for size in sizes:
+                hi = lo + size
+                sl = ss[lo:hi]
+                w = params[sl]
+                if n_labelled[hi] == n_labelled[lo]:
+                    p_out[lo:hi] = lanes.predict(spec, w, xs[lo:hi])
+                    loss_out[lo:hi] = 0.0
+                    lo = hi
+                    continue
+                g, p, loss = lanes.grad(spec, w, xs[lo:hi], ys[lo:hi])
+                p_out[lo:hi] = p
+                loss_out[lo:hi] = loss
+                g = proximal_grad(g, w, theta0, lam) * mask[lo:hi]
+                w_new, state, step = adagrad_step(w, AdagradState(accum[sl]), g, lr, eps)
+                # Guard: an update with a non-finite loss, parameters or AdaGrad state, or a
+                # step longer than max_step_norm, is rolled back for that key, never kept. (A
+                # huge label can overflow g*g to inf: the step is then 0 but the accumulator
+                # is poisoned.) Any non-finite term turns ``check`` into NaN or inf.
+                sq = (step * step).sum(1)
+                check = sq + 0.0 * state.accum.sum(1) + 0.0 * loss
+                ok = check <= max_sq
+                new_accum = state.accum
+                if not ok.all():
+                    rollbacks += int((~ok).sum())
+                    keep = ok[:, None]
+                    w_new = np.where(keep, w_new, w)
+                    new_accum = np.where(keep, new_accum, accum[sl])
+                    sq = np.where(ok, sq, 0.0)
+                params[sl] = w_new
+                accum[sl] = new_accum
+                step_sq += float(sq.sum())
+                lo = hi
+        inv = np.empty(n, dtype=np.int64)
+        inv[order] = np.arange(n)
+        loss_np = np.where(labelled, loss_out, np.nan)[inv].astype(np.float64)
+        y = np.asarray(batch.y, dtype=np.float64)
+        if spec.task == "binary":
+            p_np = p_out[inv, 0].astype(np.float64)
+            correct = np.where(np.isnan(y), np.nan, ((p_np >= 0.5) == (y == 1.0)) * 1.0)
+        elif spec.task == "multiclass":
+            p_np = p_out[inv].astype(np.float64)
+            correct = np.where(np.isnan(y), np.nan, (p_np.argmax(1) == y) * 1.0)
+        else:
+            p_np = p_out[inv, 0].astype(np.float64)
+            correct = np.full(n, np.nan)
+        n_steps = int(n_labelled[-1]) - rollbacks
+        mean_step = (step_sq / n_steps) ** 0.5 if n_steps > 0 else 0.0
+        return StepResult(p_np, loss_np, correct, rollbacks, mean_step, x)
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, object]:
+        n = len(self.keys)
+        return {
+            "theta0": self.theta0,
+            "version": self._version,
+            "keys": self.keys.keys(),
+            "params": torch.from_numpy(self._params[:n].copy()),
+            "accum": torch.from_numpy(self._accum[:n].copy()),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+        }
+
+
+def _as_row(theta0: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(theta0, torch.Tensor):
+        theta0 = theta0.detach().cpu().numpy()
+    return np.ascontiguousarray(theta0, dtype=np.float32).copy()

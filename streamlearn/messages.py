@@ -1,0 +1,322 @@
+"""Wire contracts (design §3) and validating decoding.
+
+A raw record (bytes from Kafka or a file, or a mapping from an in-process source) decodes into
+either a valid event or a :class:`DeadLetter` carrying the original bytes, where it came from
+and a reason a person can act on. Nothing is dropped silently: :func:`decode_events` returns
+every input as exactly one of the two.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+
+Task = Literal["binary", "multiclass", "regression"]
+
+MAX_RECORD_BYTES = 1_000_000
+_NUMBER_TYPES = frozenset({int, float})
+_FLOAT32_MAX = 3.4e38
+MAX_ID_CHARS = 256
+
+
+class Reason(StrEnum):
+    """Bounded set of dead-letter reasons (the metric label values)."""
+
+    OVERSIZED = "oversized"
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    DIMENSION_MISMATCH = "dimension_mismatch"
+    NON_FINITE = "non_finite"
+    UNKNOWN_FEATURE = "unknown_feature"
+    INVALID_LABEL = "invalid_label"
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a raw record came from (topic/partition/offset, or a file and line)."""
+
+    topic: str
+    partition: int = 0
+    offset: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One undecoded input: ``value`` is bytes (wire) or a mapping (in-process source)."""
+
+    value: bytes | Mapping[str, Any]
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A rejected record: the dead-letter contract of the design."""
+
+    reason: Reason
+    detail: str
+    original: bytes
+    origin: Origin
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "reason": self.reason.value,
+                "detail": self.detail,
+                "original_b64": base64.b64encode(self.original).decode("ascii"),
+                "topic": self.origin.topic,
+                "partition": self.origin.partition,
+                "offset": self.origin.offset,
+            }
+        )
+
+
+@dataclass(slots=True)
+class EventBatch:
+    """Valid events of one poll, in arrival order, as arrays.
+
+    ``y`` is NaN where the event carries no label; ``labelled`` is the mask.
+    """
+
+    ids: list[str]
+    keys: list[str]
+    ts: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    origins: list[Origin] = field(default_factory=list)
+
+    @property
+    def labelled(self) -> np.ndarray:
+        mask: np.ndarray = ~np.isnan(self.y)
+        return mask
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    event_id: str
+    key: str
+    p: float | list[float]
+    model_version: int
+    ts: float
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "event_id": self.event_id,
+                "key": self.key,
+                "p": self.p,
+                "model_version": self.model_version,
+                "ts": self.ts,
+            }
+        )
+
+
+class _Rejected(Exception):  # noqa: N818 - internal control flow, never escapes
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class EventDecoder:
+    """Validates events against the configured feature layout and task.
+
+    >>> dec = EventDecoder(n_features=2, task="binary")
+    >>> batch, dead = dec.decode([RawRecord(b'{"id":"1","key":"a","ts":0,"x":[1,2],"y":1}',
+    ...                                     Origin("events"))])
+    >>> (len(batch), len(dead), batch.y.tolist())
+    (1, 0, [1.0])
+    """
+
+    n_features: int
+    task: Task = "binary"
+    n_classes: int = 2
+    feature_names: Sequence[str] | None = None
+    max_record_bytes: int = MAX_RECORD_BYTES
+
+    def __post_init__(self) -> None:
+        if self.n_features < 1:
+            raise ValueError(f"n_features must be >= 1, got {self.n_features}")
+        if self.feature_names is not None and len(self.feature_names) != self.n_features:
+            raise ValueError(
+                f"feature_names has {len(self.feature_names)} names, n_features={self.n_features}"
+            )
+        object.__setattr__(
+            self,
+            "_index",
+            {n: i for i, n in enumerate(self.feature_names)} if self.feature_names else None,
+        )
+
+    def decode(self, records: Iterable[RawRecord]) -> tuple[EventBatch, list[DeadLetter]]:
+        ids: list[str] = []
+        keys: list[str] = []
+        ts: list[float] = []
+        xs: list[list[float]] = []
+        ys: list[float] = []
+        origins: list[Origin] = []
+        dead: list[DeadLetter] = []
+        raw_of: list[bytes | Mapping[str, Any]] = []
+        for rec in records:
+            try:
+                obj = self._parse(rec.value)
+                eid, key, t, x, y = self._validate(obj)
+            except _Rejected as rej:
+                dead.append(DeadLetter(rej.reason, rej.detail, _as_bytes(rec.value), rec.origin))
+                continue
+            ids.append(eid)
+            keys.append(key)
+            ts.append(t)
+            xs.append(x)
+            ys.append(y)
+            origins.append(rec.origin)
+            raw_of.append(rec.value)
+        x_arr = self._matrix(xs)
+        bad = ~(np.abs(x_arr) <= _FLOAT32_MAX).all(axis=1)  # NaN, inf, or float32 overflow
+        if bad.any():
+            rows = np.flatnonzero(bad).tolist()
+            for i in rows:
+                dead.append(
+                    DeadLetter(
+                        Reason.NON_FINITE,
+                        "a feature value is NaN, infinite or overflows float32",
+                        _as_bytes(raw_of[i]),
+                        origins[i],
+                    )
+                )
+            keep = np.flatnonzero(~bad)
+            x_arr = x_arr[keep]
+            ids = [ids[i] for i in keep]
+            keys = [keys[i] for i in keep]
+            ts = [ts[i] for i in keep]
+            ys = [ys[i] for i in keep]
+            origins = [origins[i] for i in keep]
+        batch = EventBatch(
+            ids,
+            keys,
+            np.asarray(ts, dtype=np.float64),
+            x_arr.astype(np.float32),
+            np.asarray(ys, dtype=np.float32),
+            origins,
+        )
+        return batch, dead
+
+    def _matrix(self, xs: list[list[float]]) -> np.ndarray:
+        if not xs:
+            return np.zeros((0, self.n_features), dtype=np.float64)
+        # float64 first, so that values beyond float32 are caught as overflow, not made inf.
+        return np.asarray(xs, dtype=np.float64)
+
+    def _parse(self, value: bytes | Mapping[str, Any]) -> Mapping[str, Any]:
+        if isinstance(value, Mapping):
+            return value
+        if len(value) > self.max_record_bytes:
+            raise _Rejected(
+                Reason.OVERSIZED, f"record is {len(value)} bytes, limit {self.max_record_bytes}"
+            )
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _Rejected(Reason.INVALID_UTF8, "record is not valid UTF-8") from None
+            if b"NaN" in value or b"Infinity" in value:
+                raise _Rejected(
+                    Reason.NON_FINITE, "record holds NaN or Infinity, which JSON does not allow"
+                ) from None
+            raise _Rejected(Reason.INVALID_JSON, f"record is not JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise _Rejected(
+                Reason.NOT_AN_OBJECT, f"expected a JSON object, got {type(obj).__name__}"
+            )
+        return obj
+
+    def _validate(self, obj: Mapping[str, Any]) -> tuple[str, str, float, list[float], float]:
+        for name in ("id", "key", "x"):
+            if name not in obj:
+                raise _Rejected(Reason.MISSING_FIELD, f"field {name!r} is missing")
+        eid, key = obj["id"], obj["key"]
+        for name, v in (("id", eid), ("key", key)):
+            if not isinstance(v, str) or not v or len(v) > MAX_ID_CHARS:
+                raise _Rejected(
+                    Reason.WRONG_TYPE,
+                    f"field {name!r} must be a non-empty string of at most "
+                    f"{MAX_ID_CHARS} characters",
+                )
+        t = obj.get("ts", 0.0)
+        if isinstance(t, bool) or not isinstance(t, (int, float)):
+            raise _Rejected(Reason.WRONG_TYPE, "field 'ts' must be a number (seconds)")
+        if not math.isfinite(t):
+            raise _Rejected(Reason.NON_FINITE, "field 'ts' is not finite")
+        x = self._features(obj["x"])
+        y = self._label(obj.get("y"))
+        return eid, key, float(t), x, y
+
+    def _features(self, raw: Any) -> list[float]:
+        if isinstance(raw, Mapping):
+            index: dict[str, int] | None = self._index  # type: ignore[attr-defined]
+            if index is None:
+                raise _Rejected(
+                    Reason.WRONG_TYPE, "field 'x' is an object but no model.feature_names are set"
+                )
+            unknown = [k for k in raw if k not in index]
+            if unknown:
+                raise _Rejected(Reason.UNKNOWN_FEATURE, f"unknown features {sorted(unknown)[:5]}")
+            if len(raw) != self.n_features:
+                missing = [n for n in index if n not in raw]
+                raise _Rejected(Reason.DIMENSION_MISMATCH, f"missing features {missing[:5]}")
+            values = [raw[n] for n in index]
+        elif isinstance(raw, list):
+            if len(raw) != self.n_features:
+                raise _Rejected(
+                    Reason.DIMENSION_MISMATCH,
+                    f"field 'x' has {len(raw)} values, expected {self.n_features}",
+                )
+            values = raw
+        else:
+            raise _Rejected(Reason.WRONG_TYPE, "field 'x' must be a list of numbers or an object")
+        # One C-level pass for the types; finiteness is checked for the whole batch in numpy.
+        if not _NUMBER_TYPES.issuperset(map(type, values)):
+            raise _Rejected(Reason.WRONG_TYPE, "every feature value must be a number")
+        return values
+
+    def _label(self, y: Any) -> float:
+        if y is None:
+            return math.nan
+        if self.task == "binary":
+            if isinstance(y, bool) or y in (0, 1):
+                return float(y)
+            raise _Rejected(
+                Reason.INVALID_LABEL, f"binary label must be 0/1 or a boolean, got {y!r}"
+            )
+        if isinstance(y, bool) or not isinstance(y, (int, float)):
+            raise _Rejected(Reason.INVALID_LABEL, f"label must be a number, got {type(y).__name__}")
+        if not math.isfinite(y):
+            raise _Rejected(Reason.NON_FINITE, "label is NaN or infinite")
+        if self.task == "multiclass" and (int(y) != y or not 0 <= y < self.n_classes):
+            raise _Rejected(
+                Reason.INVALID_LABEL, f"class label must be an integer in [0, {self.n_classes})"
+            )
+        return float(y)
+
+
+def _as_bytes(value: bytes | Mapping[str, Any]) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:
+        return repr(value).encode("utf-8", "replace")

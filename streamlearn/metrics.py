@@ -1,0 +1,180 @@
+"""Every Prometheus metric of the service, on an injected registry, and regret accounting.
+
+Conventions: ``streamlearn_`` prefix, base units (seconds, ratios), ``_total`` on counters,
+no label per entity key (label values come from small fixed sets).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from streamlearn import __version__
+from streamlearn.messages import Reason
+
+POLL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+RECOVERY_BUCKETS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000)
+
+
+class RollingMean:
+    """Mean of the last ``window`` values (O(1) per value).
+
+    >>> r = RollingMean(2); r.extend([1.0, 2.0, 4.0]); r.value
+    3.0
+    """
+
+    def __init__(self, window: int) -> None:
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self._values: deque[float] = deque(maxlen=window)
+        self._sum = 0.0
+
+    def extend(self, values: Iterable[float]) -> None:
+        vals = self._values
+        for v in values:
+            if len(vals) == vals.maxlen:
+                self._sum -= vals[0]
+            vals.append(v)
+            self._sum += v
+
+    @property
+    def value(self) -> float:
+        return self._sum / len(self._values) if self._values else float("nan")
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+class Metrics:
+    """The service's metrics.
+
+    >>> reg = CollectorRegistry()
+    >>> m = Metrics(reg, task="binary")
+    >>> m.events.inc(3); reg.get_sample_value("streamlearn_events_total")
+    3.0
+    """
+
+    def __init__(self, registry: CollectorRegistry, task: str = "binary") -> None:
+        self.registry = registry
+        r = registry
+        self.info = Info("streamlearn_build", "Version and task of this process.", registry=r)
+        self.info.info({"version": __version__, "task": task})
+        self.events = Counter(
+            "streamlearn_events", "Valid events decoded and predicted.", registry=r
+        )
+        self.labels = Counter("streamlearn_labels", "Labelled events learned from.", registry=r)
+        self.predictions = Counter("streamlearn_predictions", "Predictions emitted.", registry=r)
+        self.dead_letters = Counter(
+            "streamlearn_dead_letters",
+            "Records rejected to the dead-letter sink, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in Reason:
+            self.dead_letters.labels(reason.value)
+        self.loss = Counter(
+            "streamlearn_loss",
+            "Cumulative prequential loss (log loss in nats, or half squared error).",
+            registry=r,
+        )
+        self.baseline_loss = Counter(
+            "streamlearn_baseline_loss",
+            "Cumulative prequential loss of the shadow baseline on the same labels.",
+            registry=r,
+        )
+        self.regret = Gauge(
+            "streamlearn_regret",
+            "Cumulative loss minus the shadow baseline's cumulative loss (negative is better).",
+            registry=r,
+        )
+        self.rolling_loss = Gauge(
+            "streamlearn_rolling_loss",
+            "Mean prequential loss over the rolling window.",
+            registry=r,
+        )
+        self.rolling_baseline_loss = Gauge(
+            "streamlearn_rolling_baseline_loss",
+            "Mean prequential loss of the shadow baseline over the rolling window.",
+            registry=r,
+        )
+        quality = "accuracy" if task != "regression" else "mae"
+        self.rolling_quality = Gauge(
+            f"streamlearn_rolling_{quality}",
+            "Prequential accuracy (ratio) over the rolling window."
+            if task != "regression"
+            else "Prequential mean absolute error over the rolling window.",
+            registry=r,
+        )
+        self.drifts = Counter(
+            "streamlearn_drift_detections",
+            "Drifts detected, by scope (global stream or one key).",
+            ["scope"],
+            registry=r,
+        )
+        for scope in ("global", "key"):
+            self.drifts.labels(scope)
+        self.last_drift = Gauge(
+            "streamlearn_last_drift_timestamp_seconds",
+            "Unix time of the last global drift detection (0 before any).",
+            registry=r,
+        )
+        self.since_drift = Gauge(
+            "streamlearn_seconds_since_last_drift",
+            "Seconds since the last global drift detection (since start before any).",
+            registry=r,
+        )
+        self._last_drift_at = time.time()
+        self.since_drift.set_function(lambda: time.time() - self._last_drift_at)
+        self.resets = Counter(
+            "streamlearn_resets",
+            "Keys whose fast weights were reset to the meta-init, by cause.",
+            ["cause"],
+            registry=r,
+        )
+        for cause in ("key_drift", "global_drift"):
+            self.resets.labels(cause)
+        self.recovery = Histogram(
+            "streamlearn_drift_recovery_labels",
+            "Labelled events needed after a global drift to return to the pre-drift quality.",
+            buckets=RECOVERY_BUCKETS,
+            registry=r,
+        )
+        self.unrecovered = Counter(
+            "streamlearn_drift_unrecovered",
+            "Global drifts after which quality did not return before the next drift or limit.",
+            registry=r,
+        )
+        self.step_size = Gauge(
+            "streamlearn_step_size", "Base learning rate eta_t in force.", registry=r
+        )
+        self.update_norm = Gauge(
+            "streamlearn_update_norm",
+            "Root mean square L2 norm of the per-event parameter updates in the last poll.",
+            registry=r,
+        )
+        self.rollbacks = Counter(
+            "streamlearn_rollbacks",
+            "Per-key updates rolled back because they were non-finite or exploding.",
+            registry=r,
+        )
+        self.active_keys = Gauge(
+            "streamlearn_active_keys", "Entity keys with fast weights in memory.", registry=r
+        )
+        self.model_version = Gauge(
+            "streamlearn_model_version", "Version of the meta-init in force.", registry=r
+        )
+        self.poll_seconds = Histogram(
+            "streamlearn_poll_duration_seconds",
+            "Processing time of one poll (decode to metrics), excluding the wait for records.",
+            buckets=POLL_BUCKETS,
+            registry=r,
+        )
+        self.up = Gauge("streamlearn_up", "1 while the processing loop runs.", registry=r)
+
+    def global_drift_now(self) -> None:
+        self._last_drift_at = time.time()
+        self.last_drift.set(self._last_drift_at)
+        self.drifts.labels("global").inc()
