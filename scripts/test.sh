@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs everything the tests need into .venv (downloads cached under ~/.cache) and runs
-# the whole suite: ruff (lint + format), mypy, pytest (doctests included).
-# This is the README's test command; .ci/run runs exactly this.
+# Installs everything the tests need into .venv (downloads cached under ~/.cache), starts the
+# real Kafka broker (scripts/kafka.sh: Apache Kafka from Maven Central, KRaft, 127.0.0.1:9092)
+# and runs the whole suite: ruff (lint + format), mypy, pytest (doctests included).
+# This is the README's test command; .ci/run runs exactly this. The broker is left running
+# for the next run (scripts/kafka.sh stop stops it); under CI=true it is stopped at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_CACHE_DIR="${PIP_CACHE_DIR:-$HOME/.cache/pip}"
@@ -10,6 +12,8 @@ VENV=${STREAMLEARN_VENV:-.venv}
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e ".[dev]"
 export PATH="$PWD/$VENV/bin:$PATH"
+echo "== kafka"; ./scripts/kafka.sh start
+if [ "${CI:-}" = "true" ]; then trap './scripts/kafka.sh stop' EXIT; fi
 echo "== ruff"; ruff check . && ruff format --check .
 echo "== mypy"; mypy
 echo "== pytest"; python -m pytest -q "$@"

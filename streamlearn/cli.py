@@ -56,6 +56,49 @@ def _parser() -> argparse.ArgumentParser:
         help="override metrics.port (0 picks a free port, printed at start)",
     )
 
+    sim = sub.add_parser(
+        "simulate",
+        help="produce a synthetic family or a CSV/JSONL file into the events topic",
+        description=(
+            "Produce events into the Kafka events topic (kafka.topics.events), keyed by entity: "
+            "the configured synthetic family (source.synthetic), or --file replayed in row "
+            "order. Labels withheld with --withhold are written to --truth as JSONL "
+            "(event_id, key, y) for an oracle labeller."
+        ),
+    )
+    _config_args(sim)
+    sim.add_argument("--file", default=None, metavar="PATH", help="replay this CSV/JSONL file")
+    sim.add_argument(
+        "--label-column",
+        default=None,
+        metavar="NAME",
+        help="label column of --file (default: source.file.label_column)",
+    )
+    sim.add_argument(
+        "--events",
+        type=int,
+        default=None,
+        metavar="N",
+        help="how many events (default: 100,000 synthetic, or the whole file)",
+    )
+    sim.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="events per second (default 0: as fast as possible)",
+    )
+    sim.add_argument(
+        "--withhold",
+        type=float,
+        default=None,
+        metavar="F",
+        help="fraction of labels to withhold, 0..1 (default: from the config)",
+    )
+    sim.add_argument("--truth", default=None, metavar="FILE", help="write withheld labels here")
+    sim.add_argument("--topic", default=None, help="override kafka.topics.events")
+    sim.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     show = sub.add_parser(
         "config",
         help="print the validated configuration (after env overrides) as YAML",
@@ -113,6 +156,37 @@ def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     return code
 
 
+def _cmd_simulate(cfg: Config, args: argparse.Namespace) -> int:
+    from streamlearn.simulate import events_for, open_truth, simulate
+
+    if args.withhold is not None and not 0.0 <= args.withhold <= 1.0:
+        print(f"streamlearn: --withhold = {args.withhold}: must be within [0, 1]", file=sys.stderr)
+        return 2
+    if args.rate < 0:
+        print(f"streamlearn: --rate = {args.rate}: must be >= 0", file=sys.stderr)
+        return 2
+    n = args.events if args.events is not None else (0 if args.file else 100_000)
+    stream = events_for(
+        cfg, file=args.file, events=n, withhold=args.withhold, label_column=args.label_column
+    )
+    truth = open_truth(args.truth)
+    try:
+        report = simulate(
+            cfg,
+            stream,
+            total=n or None,
+            rate=args.rate,
+            truth=truth,
+            topic=args.topic,
+            progress=not args.no_progress,
+        )
+    finally:
+        if truth is not None:
+            truth.close()
+    log.info("%s", report.line())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -130,7 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(yaml.safe_dump(dump_config(cfg), sort_keys=False), end="")
         return 0
     try:
+        if args.command == "simulate":
+            return _cmd_simulate(cfg, args)
         return _cmd_run(cfg, args)
-    except ValueError as exc:  # a component rejected its configuration while being built
+    except (ValueError, RuntimeError) as exc:  # a component rejected its config, or no broker
         print(f"streamlearn: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from prometheus_client import CollectorRegistry
 
+from streamlearn.checkpoint import CheckpointError, CheckpointStore
 from streamlearn.config import Config
 from streamlearn.drift import DriftMonitor, RecoveryTracker
 from streamlearn.io.base import Sink, Source
@@ -32,9 +33,28 @@ def build_spec(cfg: Config) -> ModelSpec:
     return ModelSpec(m.n_features, m.task, m.n_classes, tuple(m.hidden), m.activation)
 
 
+def build_io(cfg: Config) -> tuple[Source, Sink]:
+    """The source and sink the config names; Kafka topics are created when absent."""
+    if cfg.source.kind == "kafka":
+        from streamlearn.io.kafka import KafkaSink, KafkaSource, ensure_topics
+
+        k = cfg.kafka
+        if k.create_topics:
+            t = k.topics
+            created = ensure_topics(
+                k, [t.events, t.predictions, t.dead_letter, t.queries, t.labels]
+            )
+            if created:
+                log.info("created topics %s with %d partitions", created, k.partitions)
+        return KafkaSource(k, cfg.source.batch_size), KafkaSink(k)
+    return build_source(cfg), MemorySink()
+
+
 def build_source(cfg: Config) -> Source:
-    """The embedded source the config names (Kafka arrives with its own module)."""
+    """The embedded source the config names."""
     src = cfg.source
+    if src.kind == "kafka":
+        raise ValueError("source.kind 'kafka' is built by build_io (it needs its sink)")
     if src.kind == "file":
         return MemorySource(replay(src.file), topic=f"file:{src.file.path}", rate=src.file.rate)
     return MemorySource(
@@ -68,7 +88,10 @@ class Daemon:
         m = cfg.model
         if theta0 is None:
             theta0 = self.spec.init(seed=m.seed, kind=m.init, scale=m.init_scale)
-        self.source = source if source is not None else build_source(cfg)
+        if source is None:
+            source, built_sink = build_io(cfg)
+            sink = sink if sink is not None else built_sink
+        self.source: Source = source
         self.sink: Sink = sink if sink is not None else MemorySink()
         self.decoder = EventDecoder(
             m.n_features,
@@ -103,6 +126,14 @@ class Daemon:
         self.events_seen = 0
         self.labels_seen = 0
         self._running = False
+        ck = cfg.checkpoint
+        self.store = CheckpointStore(ck.dir, ck.keep) if ck.dir else None
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self._checkpoint_error: str | None = None
+        self.resumed_from: int | None = None
+        if self.store is not None:
+            self._restore(self.store)
 
     # -- state, read through properties ----------------------------------------------------
 
@@ -115,7 +146,91 @@ class Daemon:
         return self._rolling_quality.value
 
     def ready(self) -> tuple[bool, str]:
-        return (True, "ready") if self._running else (False, "not consuming")
+        if not self._running:
+            return False, "not consuming"
+        if not self.source.healthy:
+            return False, "broker not reachable"
+        if self._checkpoint_error is not None:
+            return False, self._checkpoint_error
+        return True, "ready"
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, object]:
+        return {
+            "learner": self.learner.state_dict(),
+            "baseline": self.baseline.state_dict() if self.baseline is not None else {},
+            "totals": {
+                "events": self.events_seen,
+                "labels": self.labels_seen,
+                "loss": self._cum_loss,
+                "baseline_loss": self._cum_base,
+            },
+        }
+
+    def _restore(self, store: CheckpointStore) -> None:
+        ck = store.load_latest()
+        if ck is None:
+            return
+        state = ck.state
+        self.learner.load_state_dict(state["learner"])
+        if self.baseline is not None and state.get("baseline"):
+            self.baseline.load_state_dict(state["baseline"])
+        totals = state["totals"]
+        self.events_seen = int(totals["events"])
+        self.labels_seen = int(totals["labels"])
+        self._cum_loss = float(totals["loss"])
+        self._cum_base = float(totals["baseline_loss"])
+        self.source.seek(ck.offsets)
+        self.resumed_from = ck.sequence
+        self.metrics.model_version.set(self.learner.model_version)
+        self.metrics.active_keys.set(self.learner.n_keys)
+        log.info(
+            "resumed from checkpoint %d (%s): %d keys, %d labels learned, offsets %s",
+            ck.sequence,
+            ck.path.name,
+            self.learner.n_keys,
+            self.labels_seen,
+            ck.offsets,
+        )
+
+    def checkpoint(self) -> bool:
+        """Flush outputs, save state with the positions it covers, then commit those
+        positions. Offsets are never committed ahead of a saved checkpoint."""
+        if self.store is None:
+            return self.source.commit(self.source.positions())
+        mt = self.metrics
+        started = time.perf_counter()
+        positions = self.source.positions()
+        try:
+            self.sink.flush()
+            path = self.store.save(self._state(), positions)
+        except (CheckpointError, OSError, RuntimeError) as exc:
+            # KafkaTimeoutError from a producer flush is a RuntimeError subclass too.
+            self._checkpoint_error = f"checkpoint failed: {exc}"
+            mt.checkpoints.labels("failed").inc()
+            log.error("%s; offsets stay uncommitted, retrying at the next cadence", exc)
+            return False
+        self._checkpoint_error = None
+        mt.checkpoints.labels("saved").inc()
+        mt.checkpoint_seconds.observe(time.perf_counter() - started)
+        mt.last_checkpoint.set(time.time())
+        committed = self.source.commit(positions)
+        mt.commits.labels("ok" if committed else "failed").inc()
+        log.debug("checkpoint %s covers %s; committed=%s", path.name, positions, committed)
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        return committed
+
+    def _maybe_checkpoint(self) -> None:
+        ck = self.cfg.checkpoint
+        if self._since_checkpoint == 0:
+            return
+        if (
+            self._since_checkpoint >= ck.every_events
+            or time.monotonic() - self._last_checkpoint >= ck.every_seconds
+        ):
+            self.checkpoint()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -127,6 +242,7 @@ class Daemon:
         limit = max_records or self.cfg.source.batch_size
         records = self.source.poll(limit, self.cfg.service.poll_timeout_s)
         if not records:
+            self._maybe_checkpoint()  # a quiet stream still gets its tail committed on time
             return 0
         started = time.perf_counter()
         batch, dead = self.decoder.decode(records)
@@ -139,6 +255,8 @@ class Daemon:
             self._learn(batch)
         mt.poll_seconds.observe(time.perf_counter() - started)
         self.events_seen += len(records)
+        self._since_checkpoint += len(records)
+        self._maybe_checkpoint()
         return len(records)
 
     def _learn(self, batch: EventBatch) -> None:
@@ -225,8 +343,8 @@ class Daemon:
         finally:
             self._running = False
             self.metrics.up.set(0)
-            self.source.commit()
-            self.sink.flush()
+            if self._since_checkpoint or self.store is None:
+                self.checkpoint()
             self.source.close()
             self.sink.close()
         if status is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,7 +81,7 @@ class KeyTable:
             out[i] = s
         return out, new
 
-    def keys(self) -> list[str]:
+    def names(self) -> list[str]:
         return list(self._slots)
 
 
@@ -288,11 +289,37 @@ class OnlineLearner:
         return {
             "theta0": self.theta0,
             "version": self._version,
-            "keys": self.keys.keys(),
+            "keys": self.keys.names(),
             "params": torch.from_numpy(self._params[:n].copy()),
             "accum": torch.from_numpy(self._accum[:n].copy()),
             "scaler": self.scaler.state_dict() if self.scaler else None,
         }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved; the model layout must match."""
+        p = self.spec.n_params
+        theta0, params, accum = state["theta0"], state["params"], state["accum"]
+        keys = list(state["keys"])
+        if (
+            tuple(theta0.shape) != (p,)
+            or tuple(params.shape) != (len(keys), p)
+            or tuple(accum.shape) != (len(keys), p)
+        ):
+            raise ValueError(
+                f"checkpoint holds a model of {tuple(theta0.shape)} parameters for "
+                f"{len(keys)} keys; this model has ({p},): was model.* changed?"
+            )
+        self._theta0 = _as_row(theta0)
+        self._version = int(state["version"])
+        self.keys = KeyTable()
+        self.keys.slots_for(keys)
+        self._params = np.tile(self._theta0, (max(_MIN_CAPACITY, len(keys)), 1))
+        self._accum = np.full_like(self._params, self.cfg.initial_accumulator)
+        self._params[: len(keys)] = params.numpy()
+        self._accum[: len(keys)] = accum.numpy()
+        scaler = state.get("scaler")
+        if self.scaler is not None and scaler is not None:
+            self.scaler.load_state_dict(scaler)
 
 
 def _as_row(theta0: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -48,6 +48,17 @@ class RollingMean:
         return len(self._values)
 
 
+def _counter_by(
+    registry: CollectorRegistry, name: str, doc: str, label: str, values: Iterable[str]
+) -> Counter:
+    """A counter with one label whose every (fixed, small) value is exported from the start,
+    so that rates and alerts see zeros instead of missing series."""
+    counter = Counter(name, doc, [label], registry=registry)
+    for value in values:
+        counter.labels(value)
+    return counter
+
+
 class Metrics:
     """The service's metrics.
 
@@ -67,14 +78,13 @@ class Metrics:
         )
         self.labels = Counter("streamlearn_labels", "Labelled events learned from.", registry=r)
         self.predictions = Counter("streamlearn_predictions", "Predictions emitted.", registry=r)
-        self.dead_letters = Counter(
+        self.dead_letters = _counter_by(
+            r,
             "streamlearn_dead_letters",
             "Records rejected to the dead-letter sink, by reason.",
-            ["reason"],
-            registry=r,
+            "reason",
+            (reason.value for reason in Reason),
         )
-        for reason in Reason:
-            self.dead_letters.labels(reason.value)
         self.loss = Counter(
             "streamlearn_loss",
             "Cumulative prequential loss (log loss in nats, or half squared error).",
@@ -108,14 +118,13 @@ class Metrics:
             else "Prequential mean absolute error over the rolling window.",
             registry=r,
         )
-        self.drifts = Counter(
+        self.drifts = _counter_by(
+            r,
             "streamlearn_drift_detections",
             "Drifts detected, by scope (global stream or one key).",
-            ["scope"],
-            registry=r,
+            "scope",
+            ("global", "key"),
         )
-        for scope in ("global", "key"):
-            self.drifts.labels(scope)
         self.last_drift = Gauge(
             "streamlearn_last_drift_timestamp_seconds",
             "Unix time of the last global drift detection (0 before any).",
@@ -128,14 +137,13 @@ class Metrics:
         )
         self._last_drift_at = time.time()
         self.since_drift.set_function(lambda: time.time() - self._last_drift_at)
-        self.resets = Counter(
+        self.resets = _counter_by(
+            r,
             "streamlearn_resets",
             "Keys whose fast weights were reset to the meta-init, by cause.",
-            ["cause"],
-            registry=r,
+            "cause",
+            ("key_drift", "global_drift"),
         )
-        for cause in ("key_drift", "global_drift"):
-            self.resets.labels(cause)
         self.recovery = Histogram(
             "streamlearn_drift_recovery_labels",
             "Labelled events needed after a global drift to return to the pre-drift quality.",
@@ -173,6 +181,31 @@ class Metrics:
             registry=r,
         )
         self.up = Gauge("streamlearn_up", "1 while the processing loop runs.", registry=r)
+        self.checkpoints = _counter_by(
+            r,
+            "streamlearn_checkpoints",
+            "Checkpoint attempts, by outcome.",
+            "outcome",
+            ("saved", "failed"),
+        )
+        self.commits = _counter_by(
+            r,
+            "streamlearn_offset_commits",
+            "Offset commits after a checkpoint, by outcome.",
+            "outcome",
+            ("ok", "failed"),
+        )
+        self.checkpoint_seconds = Histogram(
+            "streamlearn_checkpoint_duration_seconds",
+            "Time to flush outputs and save state.",
+            buckets=POLL_BUCKETS,
+            registry=r,
+        )
+        self.last_checkpoint = Gauge(
+            "streamlearn_last_checkpoint_timestamp_seconds",
+            "Unix time of the last saved checkpoint (0 before any).",
+            registry=r,
+        )
 
     def global_drift_now(self) -> None:
         self._last_drift_at = time.time()

@@ -62,3 +62,15 @@ class GlobalBaseline:
                 if np.isfinite(new).all() and np.isfinite(state.accum).all():
                     self.params, self.state = new, state
         return out
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            "params": torch.from_numpy(self.params.copy()),
+            "accum": torch.from_numpy(self.state.accum.copy()),
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if tuple(state["params"].shape) != self.params.shape:
+            raise ValueError("checkpointed baseline does not match the model layout")
+        self.params = state["params"].numpy().astype(np.float32)
+        self.state = AdagradState(state["accum"].numpy().astype(np.float32))

@@ -40,8 +40,12 @@ EXPECTED_TYPES = {
     "streamlearn_poll_duration_seconds": "histogram",
     "streamlearn_up": "gauge",
     "streamlearn_build": "info",
+    "streamlearn_checkpoints": "counter",
+    "streamlearn_offset_commits": "counter",
+    "streamlearn_checkpoint_duration_seconds": "histogram",
+    "streamlearn_last_checkpoint_timestamp_seconds": "gauge",
 }
-ALLOWED_LABELS = {"reason", "scope", "cause", "le", "version", "task"}
+ALLOWED_LABELS = {"reason", "scope", "cause", "outcome", "le", "version", "task"}
 
 
 def _cfg(**synthetic: object) -> Config:

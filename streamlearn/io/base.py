@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from streamlearn.messages import DeadLetter, Prediction, RawRecord
@@ -12,8 +12,10 @@ from streamlearn.messages import DeadLetter, Prediction, RawRecord
 class Source(Protocol):
     """Where events come from. ``poll`` returns at most ``max_records`` raw records.
 
-    An empty list with ``exhausted`` true means the source has ended (finite replays);
-    ``commit`` acknowledges everything returned so far (a no-op in process).
+    An empty list with ``exhausted`` true means the source has ended (finite replays).
+    ``positions`` is the next offset per ``"topic:partition"`` of everything returned so far;
+    ``seek`` resumes from positions a checkpoint saved; ``commit`` acknowledges positions
+    (only ever called after a checkpoint that covers them) and says whether it succeeded.
     """
 
     def poll(self, max_records: int, timeout_s: float) -> list[RawRecord]: ...
@@ -21,7 +23,14 @@ class Source(Protocol):
     @property
     def exhausted(self) -> bool: ...
 
-    def commit(self) -> None: ...
+    @property
+    def healthy(self) -> bool: ...
+
+    def positions(self) -> dict[str, int]: ...
+
+    def seek(self, positions: Mapping[str, int]) -> None: ...
+
+    def commit(self, positions: Mapping[str, int] | None = None) -> bool: ...
 
     def close(self) -> None: ...
 

@@ -3,6 +3,7 @@ that keeps the most recent outputs in bounded memory."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -72,8 +73,24 @@ class MemorySource:
     def _due(self) -> int:
         return int((time.monotonic() - self._started) * self._rate) - self._offset
 
-    def commit(self) -> None:
-        return None
+    @property
+    def healthy(self) -> bool:
+        return True
+
+    def positions(self) -> dict[str, int]:
+        return {f"{self._topic}:0": self._offset}
+
+    def seek(self, positions: Mapping[str, int]) -> None:
+        """Skip ahead to a checkpoint's position (the stream is regenerated, not stored)."""
+        target = positions.get(f"{self._topic}:0", 0)
+        if target < self._offset:
+            raise ValueError(f"cannot seek back from {self._offset} to {target}")
+        skipped = sum(1 for _ in itertools.islice(self._events, target - self._offset))
+        self._offset += skipped
+        self._started = time.monotonic() - (self._offset / self._rate if self._rate else 0.0)
+
+    def commit(self, positions: Mapping[str, int] | None = None) -> bool:
+        return True
 
     def close(self) -> None:
         return None

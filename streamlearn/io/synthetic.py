@@ -62,7 +62,33 @@ def _concept_schedule(
     return concept
 
 
-class DriftingClassification:
+class _KeyedFamily:
+    """Draws events chunk by chunk: uniform keys, the concept schedule, labels kept with
+    probability ``label_fraction``; a family supplies ``_draw`` (features and labels)."""
+
+    cfg: SyntheticSourceConfig
+    key_names: list[str]
+
+    def _draw(
+        self, rng: np.random.Generator, keys: np.ndarray, concept: np.ndarray
+    ) -> tuple[list[list[float]], list[float]]:
+        raise NotImplementedError  # abstract: each family defines it
+
+    def __iter__(self) -> Iterator[LabelledEvent]:
+        cfg = self.cfg
+        rng = np.random.default_rng(cfg.seed + 1)
+        names = self.key_names
+        for start in itertools.count(0, _CHUNK):
+            keys = rng.integers(0, cfg.n_keys, _CHUNK)
+            concept = _concept_schedule(rng, start, _CHUNK, cfg)
+            x, y = self._draw(rng, keys, concept)
+            keep = (rng.random(_CHUNK) < cfg.label_fraction).tolist()
+            ks, cs = keys.tolist(), concept.tolist()
+            for j in range(_CHUNK):
+                yield _with_label(start + j, names[ks[j]], x[j], y[j], cs[j], keep[j])
+
+
+class DriftingClassification(_KeyedFamily):
     """Many related keys, recurring shared hyperplane concepts, per-key perturbations.
 
     >>> cfg = SyntheticSourceConfig(n_keys=3, n_features=2, segment_length=4)
@@ -84,31 +110,19 @@ class DriftingClassification:
         self.scale = np.exp(rng.uniform(np.log(0.1), np.log(10.0), d))
         self.key_names = [f"k{j:05d}" for j in range(k)]
 
-    def __iter__(self) -> Iterator[LabelledEvent]:
+    def _draw(
+        self, rng: np.random.Generator, keys: np.ndarray, concept: np.ndarray
+    ) -> tuple[list[list[float]], list[float]]:
         cfg = self.cfg
-        rng = np.random.default_rng(cfg.seed + 1)
-        for start in itertools.count(0, _CHUNK):
-            keys = rng.integers(0, cfg.n_keys, _CHUNK)
-            concept = _concept_schedule(rng, start, _CHUNK, cfg)
-            z = rng.standard_normal((_CHUNK, cfg.n_features))
-            score = np.einsum("nd,nd->n", self.weights[keys, concept], z)
-            y = (score > 0).astype(np.int64)
-            flip = rng.random(_CHUNK) < cfg.label_noise
-            y = np.where(flip, 1 - y, y)
-            x = (self.offset + self.scale * z).round(6).tolist()
-            keep = rng.random(_CHUNK) < cfg.label_fraction
-            for j in range(_CHUNK):
-                yield _with_label(
-                    start + j,
-                    self.key_names[keys[j]],
-                    x[j],
-                    int(y[j]),
-                    int(concept[j]),
-                    bool(keep[j]),
-                )
+        z = rng.standard_normal((len(keys), cfg.n_features))
+        score = np.einsum("nd,nd->n", self.weights[keys, concept], z)
+        y = (score > 0).astype(np.int64)
+        y = np.where(rng.random(len(keys)) < cfg.label_noise, 1 - y, y)
+        x = (self.offset + self.scale * z).round(6).tolist()
+        return x, y.tolist()
 
 
-class Sinusoid:
+class Sinusoid(_KeyedFamily):
     """Few-shot regression family: per key and regime, ``y = A sin(x - phi)`` + noise.
 
     >>> cfg = SyntheticSourceConfig(family="sinusoid", n_features=1, n_keys=2, label_noise=0.0)
@@ -125,27 +139,14 @@ class Sinusoid:
         self.phase = rng.uniform(0.0, np.pi, shape)
         self.key_names = [f"k{j:05d}" for j in range(cfg.n_keys)]
 
-    def __iter__(self) -> Iterator[LabelledEvent]:
-        cfg = self.cfg
-        rng = np.random.default_rng(cfg.seed + 1)
-        for start in itertools.count(0, _CHUNK):
-            keys = rng.integers(0, cfg.n_keys, _CHUNK)
-            concept = _concept_schedule(rng, start, _CHUNK, cfg)
-            x = rng.uniform(-5.0, 5.0, _CHUNK)
-            amp, ph = self.amplitude[keys, concept], self.phase[keys, concept]
-            # label_noise is the standard deviation of additive Gaussian noise here.
-            y = amp * np.sin(x - ph) + cfg.label_noise * rng.standard_normal(_CHUNK)
-            keep = rng.random(_CHUNK) < cfg.label_fraction
-            xs, ys = x.round(6).tolist(), y.tolist()
-            for j in range(_CHUNK):
-                yield _with_label(
-                    start + j,
-                    self.key_names[keys[j]],
-                    [xs[j]],
-                    ys[j],
-                    int(concept[j]),
-                    bool(keep[j]),
-                )
+    def _draw(
+        self, rng: np.random.Generator, keys: np.ndarray, concept: np.ndarray
+    ) -> tuple[list[list[float]], list[float]]:
+        x = rng.uniform(-5.0, 5.0, len(keys))
+        amp, ph = self.amplitude[keys, concept], self.phase[keys, concept]
+        # label_noise is the standard deviation of additive Gaussian noise here.
+        y = amp * np.sin(x - ph) + self.cfg.label_noise * rng.standard_normal(len(keys))
+        return x.round(6)[:, None].tolist(), y.tolist()
 
 
 class RiverStream:
@@ -168,36 +169,28 @@ class RiverStream:
         from river.datasets import synth  # imported lazily: only these families need it
 
         cfg = self.cfg
-        if cfg.family == "hyperplane":
-            yield (
-                0,
-                iter(
-                    synth.Hyperplane(
-                        seed=cfg.seed,
-                        n_features=cfg.n_features,
-                        n_drift_features=2,
-                        mag_change=0.001,
-                        noise_percentage=cfg.label_noise,
-                        sigma=0.1,
-                    )
-                ),
+        if cfg.family in ("hyperplane", "rbf"):
+            drifting: Any = (
+                synth.Hyperplane(
+                    seed=cfg.seed,
+                    n_features=cfg.n_features,
+                    n_drift_features=2,
+                    mag_change=0.001,
+                    noise_percentage=cfg.label_noise,
+                    sigma=0.1,
+                )
+                if cfg.family == "hyperplane"
+                else synth.RandomRBFDrift(
+                    seed_model=cfg.seed,
+                    seed_sample=cfg.seed,
+                    n_classes=2,
+                    n_features=cfg.n_features,
+                    n_centroids=50,
+                    change_speed=0.001,
+                    n_drift_centroids=50,
+                )
             )
-            return
-        if cfg.family == "rbf":
-            yield (
-                0,
-                iter(
-                    synth.RandomRBFDrift(
-                        seed_model=cfg.seed,
-                        seed_sample=cfg.seed,
-                        n_classes=2,
-                        n_features=cfg.n_features,
-                        n_centroids=50,
-                        change_speed=0.001,
-                        n_drift_centroids=50,
-                    )
-                ),
-            )
+            yield 0, iter(drifting)
             return
         for seg in itertools.count():
             k = seg % 4

@@ -1,0 +1,150 @@
+"""Atomic, versioned checkpoints tied to source offsets (design §7).
+
+A checkpoint is one ``torch.save`` file holding only tensors, strings, numbers, lists and
+dicts, loaded back with ``torch.load(weights_only=True)``: nothing is unpickled. It is
+written to a temporary file in the same directory, flushed and fsynced, then renamed over
+its final name, so a crash leaves either the old or the new checkpoint, never half of one.
+Files are numbered (``checkpoint-00000042.pt``); the newest ``keep`` are retained, and a
+checkpoint that fails to load or validate is skipped (with a warning) for the one before it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "streamlearn-checkpoint"
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^checkpoint-(\d{8})\.pt$")
+
+log = logging.getLogger("streamlearn.checkpoint")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or none usable could be read."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One loaded checkpoint: its sequence number, offsets and the rest of the state."""
+
+    sequence: int
+    offsets: dict[str, int]
+    state: dict[str, Any]
+    path: Path
+
+
+class CheckpointStore:
+    """Numbered checkpoint files in one directory.
+
+    >>> import tempfile
+    >>> store = CheckpointStore(tempfile.mkdtemp(), keep=2)
+    >>> for i in range(3):
+    ...     _ = store.save({"x": torch.tensor([float(i)])}, offsets={"events:0": i})
+    >>> ck = store.load_latest()
+    >>> ck.sequence, ck.offsets, ck.state["x"].tolist(), len(store.files())
+    (3, {'events:0': 2}, [2.0], 2)
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], keep: int = 3) -> None:
+        if keep < 1:
+            raise ValueError(f"checkpoint.keep must be >= 1, got {keep}")
+        self.directory = Path(directory)
+        self.keep = keep
+        self._sequence = 0
+
+    def files(self) -> list[Path]:
+        """Checkpoint files, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        found = [p for p in self.directory.iterdir() if _NAME.match(p.name)]
+        return sorted(found, key=lambda p: p.name)
+
+    def save(self, state: dict[str, Any], offsets: dict[str, int]) -> Path:
+        """Write a new checkpoint atomically; returns its path. Raises CheckpointError."""
+        existing = self.files()
+        last = int(_NAME.match(existing[-1].name).group(1)) if existing else 0  # type: ignore[union-attr]
+        seq = max(self._sequence, last) + 1
+        payload = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "sequence": seq,
+            "created_at": time.time(),
+            "offsets": dict(offsets),
+            "state": state,
+        }
+        final = self.directory / f"checkpoint-{seq:08d}.pt"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=self.directory)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    torch.save(payload, fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, final)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            _fsync_dir(self.directory)
+        except OSError as exc:
+            raise CheckpointError(
+                f"cannot write checkpoint in {str(self.directory)!r}: {exc.strerror or exc}"
+            ) from exc
+        self._sequence = seq
+        for old in self.files()[: -self.keep]:
+            old.unlink(missing_ok=True)
+        return final
+
+    def load_latest(self) -> Checkpoint | None:
+        """The newest checkpoint that loads and validates; None when there is none at all."""
+        files = self.files()
+        for path in reversed(files):
+            try:
+                ck = self._load(path)
+            except CheckpointError as exc:
+                log.warning("skipping checkpoint %s: %s", path.name, exc)
+                continue
+            self._sequence = max(self._sequence, ck.sequence)
+            return ck
+        if files:
+            raise CheckpointError(
+                f"none of the {len(files)} checkpoints in {str(self.directory)!r} is usable"
+            )
+        return None
+
+    @staticmethod
+    def _load(path: Path) -> Checkpoint:
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for damaged files
+            raise CheckpointError(f"unreadable ({type(exc).__name__}: {exc})") from None
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise CheckpointError("not a streamlearn checkpoint")
+        if payload.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(
+                f"format version {payload.get('format_version')!r}, this build reads "
+                f"{FORMAT_VERSION}"
+            )
+        offsets = payload.get("offsets")
+        if not isinstance(offsets, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) for k, v in offsets.items()
+        ):
+            raise CheckpointError("offsets are malformed")
+        return Checkpoint(int(payload["sequence"]), offsets, payload["state"], path)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

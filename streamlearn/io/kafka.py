@@ -1,0 +1,267 @@
+"""Kafka transport (kafka-python): a consumer-group source and the producer-side sinks.
+
+Delivery: the source never auto-commits. :meth:`KafkaSource.positions` reports the next
+offset per partition of everything returned so far; the daemon checkpoints its state with
+those positions and only then calls :meth:`KafkaSource.commit` with them. When a partition is
+assigned, the consumer seeks to the checkpoint's position for it (when the checkpoint has
+one), so the state and the read position always agree: a crash replays what came after the
+last checkpoint and never skips a record.
+
+Back-pressure: the loop polls again only after it has processed the previous batch, and the
+consumer prefetches at most ``kafka.fetch_max_bytes`` ahead. Broker outages surface as empty
+polls (kafka-python reconnects with ``reconnect_backoff_ms`` .. ``reconnect_backoff_max_ms``)
+and as failed commits, which are retried at the next checkpoint; :attr:`KafkaSource.healthy`
+says whether the broker answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from kafka import (
+    ConsumerRebalanceListener,
+    KafkaAdminClient,
+    KafkaConsumer,
+    KafkaProducer,
+    OffsetAndMetadata,
+    TopicPartition,
+)
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from streamlearn.config import KafkaConfig
+from streamlearn.messages import DeadLetter, Origin, Prediction, RawRecord
+
+log = logging.getLogger("streamlearn.kafka")
+
+
+def position_key(topic: str, partition: int) -> str:
+    """How offsets are keyed in checkpoints: ``"topic:partition"``."""
+    return f"{topic}:{partition}"
+
+
+def _split(key: str) -> TopicPartition:
+    topic, _, part = key.rpartition(":")
+    return TopicPartition(topic, int(part))
+
+
+def _common(cfg: KafkaConfig) -> dict[str, Any]:
+    return {
+        "bootstrap_servers": list(cfg.bootstrap_servers),
+        "client_id": cfg.client_id,
+        "request_timeout_ms": cfg.request_timeout_ms,
+        "reconnect_backoff_ms": cfg.reconnect_backoff_ms,
+        "reconnect_backoff_max_ms": cfg.reconnect_backoff_max_ms,
+    }
+
+
+def ensure_topics(cfg: KafkaConfig, names: Iterable[str], timeout_s: float = 30.0) -> list[str]:
+    """Create the topics that do not exist yet (``kafka.partitions`` each); returns those
+    created. Retries while the broker is still starting, up to ``timeout_s``."""
+    wanted = sorted(set(names))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(**_common(cfg))
+            break
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"kafka.bootstrap_servers {cfg.bootstrap_servers}: broker not reachable ({exc})"
+                ) from exc
+            time.sleep(0.5)
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in wanted if t not in existing]
+        if missing:
+            new = [NewTopic(t, cfg.partitions, cfg.replication_factor) for t in missing]
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(new, raise_errors=True)
+        return missing
+    finally:
+        admin.close()
+
+
+class BrokerProbe:
+    """Is any bootstrap server accepting connections? Checked every ``interval_s`` by a
+    background thread, so that readiness never blocks the consumer loop (kafka-python has no
+    public "connected" query: the consumer just returns empty polls while the broker is down).
+    """
+
+    def __init__(self, servers: Sequence[str], interval_s: float = 2.0) -> None:
+        self._servers = [_host_port(s) for s in servers]
+        self._interval = interval_s
+        self._reachable = self._check()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="broker-probe", daemon=True)
+        self._thread.start()
+
+    @property
+    def reachable(self) -> bool:
+        return self._reachable
+
+    def _check(self) -> bool:
+        for host, port in self._servers:
+            with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1.0):
+                return True
+        return False
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._reachable = self._check()
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def _host_port(server: str) -> tuple[str, int]:
+    host, _, port = server.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port or 9092)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, source: KafkaSource) -> None:
+        self.source = source
+
+    def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        for tp in revoked:
+            self.source._positions.pop(position_key(tp.topic, tp.partition), None)
+
+    def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        for tp in assigned:
+            start = self.source._restore.get(position_key(tp.topic, tp.partition))
+            if start is not None:
+                self.source._consumer.seek(tp, start)
+        log.info("assigned partitions %s", sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+
+
+class KafkaSource:
+    """The events topic read by a consumer group, with manual commits.
+
+    Not constructed in doctests: it needs a broker (see ``tests/test_kafka.py``).
+    """
+
+    def __init__(self, cfg: KafkaConfig, max_poll_records: int) -> None:
+        self.cfg = cfg
+        self._consumer = KafkaConsumer(
+            group_id=cfg.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=cfg.auto_offset_reset,
+            max_poll_records=max_poll_records,
+            fetch_max_bytes=cfg.fetch_max_bytes,
+            max_partition_fetch_bytes=cfg.max_partition_fetch_bytes,
+            session_timeout_ms=cfg.session_timeout_ms,
+            heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+            max_poll_interval_ms=cfg.max_poll_interval_ms,
+            **_common(cfg),
+        )
+        self._positions: dict[str, int] = {}
+        self._restore: dict[str, int] = {}
+        self._consumer.subscribe([cfg.topics.events], listener=_Rebalance(self))
+        self._last_error: str | None = None
+        self._probe = BrokerProbe(cfg.bootstrap_servers)
+
+    @property
+    def exhausted(self) -> bool:
+        return False  # a topic never ends
+
+    @property
+    def healthy(self) -> bool:
+        """True while a broker accepts connections and the last poll/commit did not fail."""
+        return self._last_error is None and self._probe.reachable
+
+    @property
+    def last_error(self) -> str | None:
+        return self._last_error
+
+    def seek(self, positions: Mapping[str, int]) -> None:
+        """Resume from these positions (a checkpoint's) when their partitions are assigned."""
+        self._restore = dict(positions)
+        self._positions.update(positions)
+
+    def positions(self) -> dict[str, int]:
+        """Next offset per partition of everything returned by :meth:`poll` so far."""
+        return dict(self._positions)
+
+    def poll(self, max_records: int, timeout_s: float) -> list[RawRecord]:
+        try:
+            batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except KafkaError as exc:
+            self._last_error = f"poll failed: {exc}"
+            log.warning("%s; retrying", self._last_error)
+            time.sleep(min(timeout_s, 1.0))
+            return []
+        out: list[RawRecord] = []
+        if batches:
+            self._last_error = None
+        for tp, records in batches.items():
+            for r in records:
+                value = r.value if r.value is not None else b""
+                out.append(RawRecord(value, Origin(tp.topic, tp.partition, r.offset)))
+            if records:
+                self._positions[position_key(tp.topic, tp.partition)] = records[-1].offset + 1
+        return out
+
+    def commit(self, positions: Mapping[str, int] | None = None) -> bool:
+        """Commit ``positions`` (default: everything polled); False when it failed."""
+        chosen = self._positions if positions is None else positions
+        assigned = {position_key(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        offsets = {
+            _split(k): OffsetAndMetadata(v, "", -1) for k, v in chosen.items() if k in assigned
+        }
+        if not offsets:
+            return True
+        try:
+            self._consumer.commit(offsets=offsets)
+        except KafkaError as exc:
+            self._last_error = f"commit failed: {exc}"
+            log.warning("%s; the next checkpoint retries", self._last_error)
+            return False
+        self._last_error = None
+        return True
+
+    def close(self) -> None:
+        self._probe.close()
+        self._consumer.close(autocommit=False)
+
+
+class KafkaSink:
+    """Predictions (optional), dead letters and any other topic (queries) via one producer."""
+
+    def __init__(self, cfg: KafkaConfig) -> None:
+        self.cfg = cfg
+        p = cfg.producer
+        self._producer = KafkaProducer(
+            acks=p.acks if p.acks == "all" else int(p.acks),
+            linger_ms=p.linger_ms,
+            batch_size=p.batch_size,
+            compression_type=None if p.compression_type == "none" else p.compression_type,
+            **_common(cfg),
+        )
+
+    def send(self, topic: str, key: str | None, value: bytes) -> None:
+        self._producer.send(topic, key=key.encode() if key else None, value=value)
+
+    def predictions(self, items: Sequence[Prediction]) -> None:
+        if not self.cfg.emit_predictions:
+            return
+        topic = self.cfg.topics.predictions
+        send = self._producer.send
+        for p in items:
+            send(topic, key=p.key.encode(), value=p.to_json())
+
+    def dead_letters(self, items: Sequence[DeadLetter]) -> None:
+        for d in items:
+            self._producer.send(self.cfg.topics.dead_letter, value=d.to_json())
+
+    def flush(self) -> None:
+        self._producer.flush(timeout=self.cfg.request_timeout_ms / 1000)
+
+    def close(self) -> None:
+        self._producer.close(timeout=self.cfg.request_timeout_ms / 1000)

@@ -1,0 +1,139 @@
+"""Checkpoints: atomic, versioned, safe to load, and a resumed run equals an uninterrupted one."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from prometheus_client import CollectorRegistry
+
+from streamlearn.checkpoint import FORMAT_VERSION, CheckpointError, CheckpointStore
+from streamlearn.config import Config, load_config
+from streamlearn.daemon import Daemon
+
+
+def test_save_keeps_the_newest_and_leaves_no_temp_files(tmp_path):
+    store = CheckpointStore(tmp_path, keep=2)
+    for i in range(5):
+        store.save({"w": torch.full((3,), float(i))}, {"events:0": i * 10})
+    assert [p.name for p in store.files()] == ["checkpoint-00000004.pt", "checkpoint-00000005.pt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".checkpoint-")]
+    ck = store.load_latest()
+    assert ck is not None
+    assert ck.offsets == {"events:0": 40}
+    assert ck.state["w"].tolist() == [4.0, 4.0, 4.0]
+    # A new store in the same directory continues the numbering.
+    assert CheckpointStore(tmp_path).save({}, {}).name == "checkpoint-00000006.pt"
+
+
+def test_corrupt_newest_falls_back_to_previous(tmp_path, caplog):
+    store = CheckpointStore(tmp_path, keep=3)
+    store.save({"v": torch.tensor([1.0])}, {"e:0": 1})
+    newest = store.save({"v": torch.tensor([2.0])}, {"e:0": 2})
+    newest.write_bytes(newest.read_bytes()[:50])  # truncated, as by a full disk
+    ck = store.load_latest()
+    assert ck is not None
+    assert ck.sequence == 1
+    assert ck.state["v"].tolist() == [1.0]
+    assert "skipping checkpoint checkpoint-00000002.pt" in caplog.text
+
+
+def test_refuses_pickles_and_foreign_versions(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    (tmp_path / "checkpoint-00000001.pt").write_bytes(b"")
+    torch.save(
+        {
+            "format": "streamlearn-checkpoint",
+            "format_version": FORMAT_VERSION,
+            "sequence": 2,
+            "offsets": {},
+            "state": {"x": Evil()},
+        },
+        tmp_path / "checkpoint-00000002.pt",
+    )
+    torch.save(
+        {
+            "format": "streamlearn-checkpoint",
+            "format_version": 999,
+            "sequence": 3,
+            "offsets": {},
+            "state": {},
+        },
+        tmp_path / "checkpoint-00000003.pt",
+    )
+    with pytest.raises(CheckpointError, match="none of the 3 checkpoints"):
+        CheckpointStore(tmp_path).load_latest()
+
+
+def test_unwritable_directory_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(CheckpointError, match="cannot write checkpoint"):
+        CheckpointStore(blocker / "sub").save({}, {})
+
+
+def _cfg(directory: Path, **drift: object) -> Config:
+    return load_config(
+        overrides={
+            "source": {"batch_size": 250, "synthetic": {"n_keys": 20, "rate": 0}},
+            "checkpoint": {"dir": str(directory), "every_events": 1000},
+            "drift": drift,
+        },
+        env={},
+    )
+
+
+def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path):
+    # Drift detectors are not checkpointed yet, so compare with detection off.
+    off = {"global": False, "per_key": False}
+    whole = Daemon(_cfg(tmp_path / "a", **off), CollectorRegistry())
+    whole.run(max_events=6000)
+
+    first = Daemon(_cfg(tmp_path / "b", **off), CollectorRegistry())
+    first.run(max_events=3500)
+    second = Daemon(_cfg(tmp_path / "b", **off), CollectorRegistry())
+    assert second.resumed_from is not None
+    assert second.events_seen == 3500
+    second.run(max_events=6000)
+    assert second.labels_seen == whole.labels_seen == 6000
+    for key in whole.learner.keys.names():
+        torch.testing.assert_close(second.learner.params_of(key), whole.learner.params_of(key))
+    assert second.regret == pytest.approx(whole.regret, rel=1e-6)
+
+
+def test_checkpoint_failure_is_not_ready_and_recovers(tmp_path):
+    target = tmp_path / "ck"
+    target.write_text("a file where the directory should be")
+    daemon = Daemon(_cfg(target), CollectorRegistry())
+    daemon._running = True
+    daemon.step()
+    assert not daemon.checkpoint()
+    ok, why = daemon.ready()
+    assert not ok
+    assert "cannot write checkpoint" in why
+    target.unlink()
+    assert daemon.checkpoint()
+    assert daemon.ready() == (True, "ready")
+
+
+def test_quiet_source_still_checkpoints_its_tail_on_time(tmp_path):
+    cfg = load_config(
+        overrides={
+            "source": {"batch_size": 100, "synthetic": {"n_keys": 5, "max_events": 150}},
+            "checkpoint": {"dir": str(tmp_path), "every_events": 10_000, "every_seconds": 0.5},
+        },
+        env={},
+    )
+    daemon = Daemon(cfg, CollectorRegistry())
+    daemon.step()
+    daemon.step()
+    assert CheckpointStore(tmp_path).load_latest() is None  # not due yet
+    time.sleep(0.6)
+    assert daemon.step() == 0  # nothing more to read, but the cadence is due
+    ck = CheckpointStore(tmp_path).load_latest()
+    assert ck is not None
+    assert sum(ck.offsets.values()) == 150

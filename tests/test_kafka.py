@@ -1,0 +1,290 @@
+"""Against the real Apache Kafka broker (scripts/kafka.sh): nothing here is mocked."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+from kafka import KafkaProducer
+from prometheus_client import CollectorRegistry
+
+from streamlearn.checkpoint import CheckpointStore
+from streamlearn.config import SyntheticSourceConfig, load_config
+from streamlearn.daemon import Daemon
+from streamlearn.io.synthetic import build_family
+from tests.helpers import sample
+from tests.kafka_util import (
+    committed_offsets,
+    end_offsets,
+    kafka_overrides,
+    read_topic,
+    unique_prefix,
+    write_config,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+PARTITIONS = 3
+
+
+def _produce(bootstrap: str, topic: str, values: list[tuple[str | None, bytes]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=[bootstrap], linger_ms=5)
+    for key, value in values:
+        producer.send(topic, key=key.encode() if key else None, value=value)
+    producer.flush()
+    producer.close()
+
+
+def _events(n: int, n_keys: int = 20, label_fraction: float = 1.0) -> list[dict[str, object]]:
+    cfg = SyntheticSourceConfig(n_keys=n_keys, max_events=n, label_fraction=label_fraction)
+    return [e.event for e in build_family(cfg)]
+
+
+MALFORMED = [
+    b"{not json",
+    b"\xff\xfe\xfd",
+    b"[1,2,3]",
+    orjson.dumps({"id": "m1", "key": "k", "x": [1, 2]}),
+    orjson.dumps({"id": "m2", "key": "k", "x": ["a"] * 8}),
+    orjson.dumps({"key": "k", "x": [0] * 8}),
+    orjson.dumps({"id": "m3", "key": "k", "x": [0] * 8, "y": 7}),
+    b'{"id":"m4","key":"k","x":[NaN,0,0,0,0,0,0,0]}',
+]
+
+
+def test_broker_script_is_idempotent(kafka_bootstrap):
+    script = str(ROOT / "scripts" / "kafka.sh")
+    again = subprocess.run(
+        [script, "start"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert again.returncode == 0
+    assert "already running" in again.stderr
+    status = subprocess.run(
+        [script, "status"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert status.returncode == 0
+    assert "running (pid" in status.stdout
+
+
+def test_every_event_predicted_and_every_malformed_record_dead_lettered(kafka_bootstrap, tmp_path):
+    prefix = unique_prefix()
+    cfg = load_config(
+        overrides={
+            "source": {"kind": "kafka", "batch_size": 500},
+            "kafka": kafka_overrides(kafka_bootstrap, prefix, PARTITIONS),
+            "checkpoint": {"dir": str(tmp_path / "ck"), "every_events": 1000},
+        },
+        env={},
+    )
+    reg = CollectorRegistry()
+    daemon = Daemon(cfg, reg)  # creates the topics
+    events = _events(3000)
+    values: list[tuple[str | None, bytes]] = [(str(e["key"]), orjson.dumps(e)) for e in events]
+    for i, bad in enumerate(MALFORMED):
+        values.insert(300 * i + 7, ("k", bad))
+    _produce(kafka_bootstrap, cfg.kafka.topics.events, values)
+
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    deadline = time.monotonic() + 90
+    while daemon.events_seen < len(values) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    daemon.request_stop()
+    runner.join(timeout=60)
+    assert daemon.events_seen == len(values)
+
+    preds = read_topic(kafka_bootstrap, cfg.kafka.topics.predictions, len(events))
+    assert len(preds) == len(events)
+    assert {p["event_id"] for p in preds} == {e["id"] for e in events}
+    assert all(0.0 <= p["p"] <= 1.0 and p["model_version"] == 0 for p in preds)
+
+    dead = read_topic(kafka_bootstrap, cfg.kafka.topics.dead_letter, len(MALFORMED))
+    assert len(dead) == len(MALFORMED)
+    import base64
+
+    assert sorted(base64.b64decode(d["original_b64"]) for d in dead) == sorted(MALFORMED)
+    assert all(d["topic"] == cfg.kafka.topics.events and d["offset"] >= 0 for d in dead)
+    assert {d["reason"] for d in dead} >= {
+        "invalid_json",
+        "invalid_utf8",
+        "not_an_object",
+        "dimension_mismatch",
+        "missing_field",
+    }
+
+    assert sample(reg, "streamlearn_events_total") == len(events)
+    assert sample(reg, "streamlearn_predictions_total") == len(events)
+    assert sample(reg, "streamlearn_labels_total") == len(events)
+    dl = sum(
+        s.value
+        for f in reg.collect()
+        if f.name == "streamlearn_dead_letters"
+        for s in f.samples
+        if s.name.endswith("_total")
+    )
+    assert dl == len(MALFORMED)
+    # Stopping drained, checkpointed and committed everything.
+    ends = end_offsets(kafka_bootstrap, cfg.kafka.topics.events, PARTITIONS)
+    assert committed_offsets(kafka_bootstrap, cfg.kafka.group_id) == ends
+    ck = CheckpointStore(tmp_path / "ck").load_latest()
+    assert ck is not None
+    assert ck.offsets == ends
+
+
+def test_simulate_produces_keyed_events_and_keeps_withheld_truth(kafka_bootstrap, tmp_path):
+    prefix = unique_prefix()
+    cfg_path = write_config(
+        tmp_path / "sim.yaml",
+        {
+            "source": {"kind": "kafka", "synthetic": {"n_keys": 7}},
+            "kafka": kafka_overrides(kafka_bootstrap, prefix, PARTITIONS),
+        },
+    )
+    truth = tmp_path / "truth.jsonl"
+    res = subprocess.run(
+        [
+            *_cli("simulate", cfg_path),
+            "--events",
+            "2000",
+            "--withhold",
+            "0.25",
+            "--truth",
+            str(truth),
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "produced 2,000 events" in res.stderr
+    got = read_topic(kafka_bootstrap, f"{prefix}.events", 2000)
+    assert len(got) == 2000
+    assert len({e["key"] for e in got}) == 7
+    withheld = [e for e in got if "y" not in e]
+    lines = [orjson.loads(line) for line in truth.read_bytes().splitlines()]
+    assert len(lines) == len(withheld)
+    assert 0.18 < len(withheld) / 2000 < 0.32
+    expected = {
+        e.event["id"]: e.y_true
+        for e in build_family(SyntheticSourceConfig(n_keys=7, max_events=2000, label_fraction=0.75))
+    }
+    assert all(expected[t["event_id"]] == t["y"] for t in lines)
+
+
+def _cli(command: str, cfg_path: Path) -> list[str]:
+    return [sys.executable, "-m", "streamlearn", command, "--config", str(cfg_path)]
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[str], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz").status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("daemon never became ready")
+
+
+@pytest.mark.slow
+def test_kill_9_mid_stream_loses_nothing_and_never_commits_ahead(
+    kafka_bootstrap, tmp_path, free_port
+):
+    prefix = unique_prefix()
+    ck_dir = tmp_path / "ck"
+    n_events, label_fraction = 60_000, 0.8
+    tree = {
+        "source": {
+            "kind": "kafka",
+            "batch_size": 500,
+            "synthetic": {"n_keys": 50, "label_fraction": 0.8},
+        },
+        "kafka": kafka_overrides(kafka_bootstrap, prefix, PARTITIONS),
+        "checkpoint": {"dir": str(ck_dir), "every_events": 1500, "every_seconds": 0.3},
+        "metrics": {"port": free_port},
+        "service": {"status_interval_s": 1.0},
+    }
+    cfg_path = write_config(tmp_path / "daemon.yaml", tree)
+    daemon_cmd = _cli("run", cfg_path)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    first = subprocess.Popen(daemon_cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    _wait_ready(free_port, first)
+    producer = subprocess.Popen(
+        [
+            *_cli("simulate", cfg_path),
+            "--events",
+            str(n_events),
+            "--rate",
+            "6000",
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    # While it runs, committed offsets must never be ahead of a saved checkpoint.
+    group = f"{prefix}-group"
+    store = CheckpointStore(ck_dir)
+    samples = 0
+    deadline = time.monotonic() + 60
+    while not committed_offsets(kafka_bootstrap, group) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        committed = committed_offsets(kafka_bootstrap, group)
+        latest = store.load_latest()
+        if committed:
+            assert latest is not None
+            for part, off in committed.items():
+                assert off <= latest.offsets.get(part, -1), (part, off, latest.offsets)
+            samples += 1
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    assert samples > 5
+    crashed_at = store.load_latest()
+    assert crashed_at is not None
+    assert sum(crashed_at.offsets.values()) < n_events, "the crash came after the stream ended"
+    committed = committed_offsets(kafka_bootstrap, group)
+    assert all(off <= crashed_at.offsets.get(p, -1) for p, off in committed.items())
+    assert producer.wait(timeout=120) == 0
+
+    second = subprocess.Popen(daemon_cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    _wait_ready(free_port, second)
+    ends = end_offsets(kafka_bootstrap, f"{prefix}.events", PARTITIONS)
+    assert sum(ends.values()) == n_events
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and committed_offsets(kafka_bootstrap, group) != ends:
+        time.sleep(0.3)
+    second.send_signal(signal.SIGTERM)
+    _, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    assert "resumed from checkpoint" in err
+
+    final = store.load_latest()
+    assert final is not None
+    assert final.offsets == ends
+    labelled = sum(
+        1
+        for e in build_family(
+            SyntheticSourceConfig(n_keys=50, max_events=n_events, label_fraction=label_fraction)
+        )
+        if "y" in e.event
+    )
+    # Every labelled event is in the final state exactly once (resume = checkpoint + replay).
+    assert final.state["totals"]["labels"] == labelled
+    assert final.state["totals"]["events"] == n_events
+    preds = read_topic(kafka_bootstrap, f"{prefix}.predictions", n_events)
+    assert {p["event_id"] for p in preds} == {str(i) for i in range(n_events)}
