@@ -14,7 +14,7 @@ drifting family, 100 keys, every event labelled), median over ``--repeats``:
 Each daemon phase reports the consumer lag (end offsets minus committed offsets) when it
 stops. Needs the broker: ``scripts/kafka.sh start``.
 
-    .venv/bin/python bench/kafka_throughput.py --events 200000 --repeats 3
+    .venv/bin/python -m bench.kafka_throughput --events 200000 --repeats 3
 """
 
 from __future__ import annotations
@@ -173,7 +173,15 @@ def main() -> int:
         prefix = f"bench{uuid.uuid4().hex[:8]}"  # a fresh topic per repeat
         for name in PHASES:
             out = subprocess.run(
-                [sys.executable, __file__, "--worker", name, str(args.events), prefix],
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.kafka_throughput",
+                    "--worker",
+                    name,
+                    str(args.events),
+                    prefix,
+                ],
                 capture_output=True,
                 text=True,
                 cwd=ROOT,

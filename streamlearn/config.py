@@ -94,8 +94,8 @@ class TopicsConfig(_Strict):
 
 class ProducerConfig(_Strict):
     acks: Literal["0", "1", "all"] = "all"
-    linger_ms: Annotated[int, Field(ge=0, le=60_000)] = 5
-    batch_size: Annotated[int, Field(ge=1024)] = 262_144
+    linger_ms: Annotated[int, Field(ge=0, le=60_000)] = 20
+    batch_size: Annotated[int, Field(ge=1024)] = 1_048_576
     compression_type: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "none"
 
 

@@ -267,9 +267,14 @@ class Daemon:
         version = self.learner.model_version
         self.sink.predictions(
             [
-                Prediction(eid, key, p, version, t)
-                for eid, key, p, t in zip(
-                    batch.ids, batch.keys, res.p.tolist(), batch.ts.tolist(), strict=True
+                Prediction(eid, key, p, version, t, origin.partition)
+                for eid, key, p, t, origin in zip(
+                    batch.ids,
+                    batch.keys,
+                    res.p.tolist(),
+                    batch.ts.tolist(),
+                    batch.origins,
+                    strict=True,
                 )
             ]
         )

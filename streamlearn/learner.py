@@ -54,7 +54,13 @@ class StepResult:
 
 
 class KeyTable:
-    """Maps entity keys to rows of the per-key tensors; rows of reset or new keys hold theta0."""
+    """Maps entity keys to rows of the per-key tables, in order of first sight.
+
+    >>> table = KeyTable()
+    >>> rows, new = table.slots_for(["b", "a", "b"])
+    >>> rows.tolist(), new, table.names()
+    ([0, 1, 0], ['b', 'a'], ['b', 'a'])
+    """
 
     def __init__(self) -> None:
         self._slots: dict[str, int] = {}

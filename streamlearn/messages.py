@@ -105,11 +105,15 @@ class EventBatch:
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
+    """The prediction contract; ``partition`` (not serialised) is the input partition of the
+    event, so a sink can keep each key's predictions in order without hashing the key."""
+
     event_id: str
     key: str
     p: float | list[float]
     model_version: int
     ts: float
+    partition: int = -1
 
     def to_json(self) -> bytes:
         return orjson.dumps(

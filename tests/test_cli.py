@@ -79,7 +79,8 @@ def test_sigterm_drains_and_exits_zero_while_serving_metrics(free_port):
         body = b""
         while time.monotonic() < deadline:
             try:
-                body = urllib.request.urlopen(f"http://127.0.0.1:{free_port}/metrics").read()
+                with urllib.request.urlopen(f"http://127.0.0.1:{free_port}/metrics") as resp:
+                    body = resp.read()
                 if b"streamlearn_events_total" in body and b"streamlearn_events_total 0.0" not in (
                     body
                 ):
@@ -88,7 +89,8 @@ def test_sigterm_drains_and_exits_zero_while_serving_metrics(free_port):
                 pass
             time.sleep(0.3)
         assert b"streamlearn_events_total" in body
-        assert urllib.request.urlopen(f"http://127.0.0.1:{free_port}/readyz").status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{free_port}/readyz") as resp:
+            assert resp.status == 200
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     finally:

@@ -102,6 +102,10 @@ def test_every_event_predicted_and_every_malformed_record_dead_lettered(kafka_bo
     assert len(preds) == len(events)
     assert {p["event_id"] for p in preds} == {e["id"] for e in events}
     assert all(0.0 <= p["p"] <= 1.0 and p["model_version"] == 0 for p in preds)
+    per_key: dict[str, list[int]] = {}
+    for p in preds:  # read partition by partition: each key's predictions stay in event order
+        per_key.setdefault(p["key"], []).append(int(p["event_id"]))
+    assert all(ids == sorted(ids) for ids in per_key.values())
 
     dead = read_topic(kafka_bootstrap, cfg.kafka.topics.dead_letter, len(MALFORMED))
     assert len(dead) == len(MALFORMED)
@@ -188,8 +192,9 @@ def _wait_ready(port: int, proc: subprocess.Popen[str], timeout_s: float = 60.0)
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz").status == 200:
-                return
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz") as resp:
+                if resp.status == 200:
+                    return
         except OSError:
             pass
         time.sleep(0.2)

@@ -130,10 +130,12 @@ def test_http_serves_metrics_and_health(free_port):
     try:
         daemon.run(max_events=300)
         base = f"http://127.0.0.1:{port}"
-        body = urllib.request.urlopen(base + "/metrics").read().decode()
+        with urllib.request.urlopen(base + "/metrics") as resp:
+            body = resp.read().decode()
         names = {f.name for f in text_string_to_metric_families(body)}
         assert {"streamlearn_events", "streamlearn_regret"} <= names
-        assert urllib.request.urlopen(base + "/healthz").read() == b"ok\n"
+        with urllib.request.urlopen(base + "/healthz") as resp:
+            assert resp.read() == b"ok\n"
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(base + "/readyz")
         assert err.value.code == 503  # the loop has ended: not consuming
