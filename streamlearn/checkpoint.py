@@ -83,18 +83,7 @@ class CheckpointStore:
         }
         final = self.directory / f"checkpoint-{seq:08d}.pt"
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=self.directory)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    torch.save(payload, fh)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, final)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            _fsync_dir(self.directory)
+            atomic_save(payload, final)
         except OSError as exc:
             raise CheckpointError(
                 f"cannot write checkpoint in {str(self.directory)!r}: {exc.strerror or exc}"
@@ -140,6 +129,23 @@ class CheckpointStore:
         ):
             raise CheckpointError("offsets are malformed")
         return Checkpoint(int(payload["sequence"]), offsets, payload["state"], path)
+
+
+def atomic_save(payload: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, fsync, rename, fsync the folder:
+    readers see the old file or the new one, never a torn one. Raises OSError."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -55,6 +55,50 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help="override metrics.port (0 picks a free port, printed at start)",
     )
+    run.add_argument(
+        "--meta-init",
+        default=None,
+        metavar="FILE",
+        help="start keys (and drift resets) from this meta-init (streamlearn meta-train)",
+    )
+
+    mt = sub.add_parser(
+        "meta-train",
+        help="meta-train a starting point offline and write a meta-init file",
+        description=(
+            "Meta-train theta0 (and per-parameter inner rates) on the tasks of a stream: the "
+            "configured synthetic family (tasks = entity x concept segment) or --file "
+            "(tasks = entity x --segment-events). Writes FILE for 'run --meta-init'."
+        ),
+    )
+    _config_args(mt)
+    mt.add_argument("--out", required=True, metavar="FILE", help="meta-init file to write")
+    mt.add_argument("--file", default=None, metavar="PATH", help="train on this CSV/JSONL file")
+    mt.add_argument("--label-column", default=None, metavar="NAME")
+    mt.add_argument(
+        "--events",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="training events from the synthetic family (default 100,000)",
+    )
+    mt.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="synthetic seed (default: the config's, i.e. the same family: the first "
+        "--events events of the stream are the history it learns from)",
+    )
+    mt.add_argument("--method", default="maml", choices=("maml", "imaml"))
+    mt.add_argument("--steps", type=int, default=2000, help="outer steps (default 2000)")
+    mt.add_argument("--tasks-per-step", type=int, default=16)
+    mt.add_argument("--support", type=int, default=10, help="support examples per task")
+    mt.add_argument("--query", type=int, default=10, help="query examples per task")
+    mt.add_argument("--inner-steps", type=int, default=1)
+    mt.add_argument("--outer-lr", type=float, default=3e-3)
+    mt.add_argument("--first-order", action="store_true")
+    mt.add_argument("--segment-events", type=int, default=500)
+    mt.add_argument("--no-progress", action="store_true")
 
     sim = sub.add_parser(
         "simulate",
@@ -125,6 +169,12 @@ def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     torch.set_num_threads(cfg.service.torch_threads)
     registry = CollectorRegistry()
     daemon = Daemon(cfg, registry)
+    if args.meta_init:
+        from streamlearn.meta.initfile import load_meta_init
+
+        init = load_meta_init(args.meta_init, daemon.spec)
+        daemon.install_meta_init(init)
+        log.info("meta-init %s: version %d (%s)", args.meta_init, init.version, init.summary)
     server = None
     if cfg.metrics.enabled:
         port = cfg.metrics.port if args.metrics_port is None else args.metrics_port
@@ -187,6 +237,58 @@ def _cmd_simulate(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_meta_train(cfg: Config, args: argparse.Namespace) -> int:
+    from streamlearn.daemon import build_spec
+    from streamlearn.meta.initfile import save_meta_init
+    from streamlearn.meta.offline import OfflineSettings, build_buffers, meta_train, to_meta_init
+    from streamlearn.simulate import events_for
+
+    settings = OfflineSettings(
+        method=args.method,
+        steps=args.steps,
+        tasks_per_step=args.tasks_per_step,
+        support=args.support,
+        query=args.query,
+        inner_steps=args.inner_steps,
+        inner_rate=cfg.learner.learning_rate,
+        lam=cfg.learner.proximal_lambda,
+        outer_lr=args.outer_lr,
+        first_order=args.first_order,
+        segment_events=args.segment_events,
+    )
+    seed = args.seed if args.seed is not None else cfg.source.synthetic.seed
+    synthetic = cfg.source.synthetic.model_copy(update={"seed": seed})
+    train_cfg = cfg.model_copy(
+        update={"source": cfg.source.model_copy(update={"synthetic": synthetic})}
+    )
+    stream = events_for(
+        train_cfg,
+        file=args.file,
+        events=0 if args.file else args.events,
+        withhold=None,
+        label_column=args.label_column,
+    )
+    spec = build_spec(cfg)
+    train, test, scaler = build_buffers(stream, spec.n_features, settings)
+    log.info(
+        "training tasks: %d (%d examples); held-out tasks: %d",
+        train.n_tasks,
+        train.n_examples,
+        test.n_tasks,
+    )
+    m = cfg.model
+    theta0 = spec.init(seed=m.seed, kind=m.init, scale=m.init_scale)
+    params, summary = meta_train(spec, theta0, train, test, settings, progress=not args.no_progress)
+    save_meta_init(args.out, spec, to_meta_init(params, scaler, 1, summary))
+    log.info(
+        "held-out meta-loss %.4f -> %.4f; wrote %s",
+        summary["held_out_before"],
+        summary["held_out_after"],
+        args.out,
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -206,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "simulate":
             return _cmd_simulate(cfg, args)
+        if args.command == "meta-train":
+            return _cmd_meta_train(cfg, args)
         return _cmd_run(cfg, args)
     except (ValueError, RuntimeError) as exc:  # a component rejected its config, or no broker
         print(f"streamlearn: {exc}", file=sys.stderr)

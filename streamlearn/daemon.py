@@ -21,6 +21,7 @@ from streamlearn.io.memory import MemorySink, MemorySource
 from streamlearn.io.synthetic import build_family
 from streamlearn.learner import OnlineLearner
 from streamlearn.messages import EventBatch, EventDecoder, Prediction
+from streamlearn.meta.initfile import MetaInit
 from streamlearn.metrics import Metrics, RollingMean
 from streamlearn.model import ModelSpec
 from streamlearn.regret import GlobalBaseline
@@ -234,6 +235,16 @@ class Daemon:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    def install_meta_init(self, init: MetaInit, *, use_rates: bool = False) -> None:
+        """A new starting point for new keys and later resets (the scaler too when the
+        daemon has seen nothing yet, so it starts in the space the init was trained in);
+        ``use_rates`` also takes the learned per-parameter rates for online steps."""
+        self.learner.set_theta0(init.theta0, init.version, init.rates if use_rates else None)
+        scaler = self.learner.scaler
+        if init.scaler is not None and scaler is not None and scaler.count == 0:
+            scaler.load_state_dict(init.scaler)
+        self.metrics.model_version.set(init.version)
 
     # -- the loop ----------------------------------------------------------------------------
 

@@ -132,6 +132,7 @@ class OnlineLearner:
         self.keys = KeyTable()
         self.scaler = RunningStandardizer(spec.n_features) if standardize else None
         self._theta0 = _as_row(theta0)
+        self._rates: np.ndarray | None = None
         self._version = version
         self._params = np.tile(self._theta0, (_MIN_CAPACITY, 1))
         self._accum = np.full_like(self._params, cfg.initial_accumulator)
@@ -173,11 +174,17 @@ class OnlineLearner:
 
     # -- updates ---------------------------------------------------------------------------
 
-    def set_theta0(self, theta0: torch.Tensor, version: int) -> None:
-        """Install a new meta-init; it applies to new keys and to later resets."""
+    def set_theta0(
+        self, theta0: torch.Tensor, version: int, rates: torch.Tensor | None = None
+    ) -> None:
+        """Install a new meta-init; it applies to new keys and to later resets. ``rates``,
+        when given, replace ``learning_rate`` with per-parameter AdaGrad rates."""
         if tuple(theta0.shape) != self._theta0.shape:
             raise ValueError(f"theta0 shape {tuple(theta0.shape)} != {self._theta0.shape}")
+        if rates is not None and tuple(rates.shape) != self._theta0.shape:
+            raise ValueError(f"rates shape {tuple(rates.shape)} != {self._theta0.shape}")
         self._theta0 = _as_row(theta0)
+        self._rates = None if rates is None else _as_row(rates)
         self._version = version
 
     def reset(self, keys: Iterable[str]) -> int:
@@ -233,7 +240,8 @@ class OnlineLearner:
         p_out = np.empty((n, spec.n_outputs), dtype=np.float32)
         loss_out = np.empty(n, dtype=np.float32)
         params, accum, theta0 = self._params, self._accum, self._theta0
-        lr, lam, eps = cfg.learning_rate, cfg.proximal_lambda, cfg.adagrad_eps
+        lr: float | np.ndarray = cfg.learning_rate if self._rates is None else self._rates
+        lam, eps = cfg.proximal_lambda, cfg.adagrad_eps
         max_sq = cfg.max_step_norm**2
         step_sq = 0.0
         rollbacks = 0

@@ -18,7 +18,7 @@ def test_save_keeps_the_newest_and_leaves_no_temp_files(tmp_path):
     for i in range(5):
         store.save({"w": torch.full((3,), float(i))}, {"events:0": i * 10})
     assert [p.name for p in store.files()] == ["checkpoint-00000004.pt", "checkpoint-00000005.pt"]
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".checkpoint-")]
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
     ck = store.load_latest()
     assert ck is not None
     assert ck.offsets == {"events:0": 40}

@@ -74,3 +74,31 @@ def conjugate_gradient(
         rs = rs_new
         it += 1
     return CGResult(x, it, float(rs.sqrt()))
+
+
+def conjugate_gradient_fixed(matvec: MatVec, b: torch.Tensor, iterations: int) -> torch.Tensor:
+    """CG with a fixed number of iterations and no data-dependent branches, so it runs under
+    ``torch.func.vmap`` (one solve per task). A direction of non-positive curvature, or a
+    converged residual, contributes a zero step instead of stopping.
+
+    >>> A = torch.tensor([[4.0, 1.0], [1.0, 3.0]])
+    >>> x = conjugate_gradient_fixed(lambda v: A @ v, torch.tensor([1.0, 2.0]), 2)
+    >>> [round(v, 4) for v in x.tolist()]
+    [0.0909, 0.6364]
+    """
+    x = torch.zeros_like(b)
+    r = b
+    p = b
+    rs = r @ r
+    for _ in range(iterations):
+        ap = matvec(p)
+        curv = p @ ap
+        ok = (curv > 0) & (rs > 0)
+        alpha = torch.where(ok, rs / torch.where(ok, curv, torch.ones_like(curv)), 0.0)
+        x = x + alpha * p
+        r = r - alpha * ap
+        rs_new = r @ r
+        beta = torch.where(ok, rs_new / torch.where(rs > 0, rs, torch.ones_like(rs)), 0.0)
+        p = r + beta * p
+        rs = rs_new
+    return x

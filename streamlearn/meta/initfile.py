@@ -1,0 +1,85 @@
+"""Meta-init files: what ``streamlearn meta-train`` writes and ``run --meta-init`` loads.
+
+One ``torch.save`` file of tensors and plain values (loaded with ``weights_only=True``): the
+starting point ``theta0``, the learned per-parameter inner rates, the model layout it was
+trained for, the feature standardisation it was trained in, a version and a summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from streamlearn.checkpoint import atomic_save
+from streamlearn.model import ModelSpec
+
+FORMAT = "streamlearn-meta-init"
+
+
+@dataclass(frozen=True)
+class MetaInit:
+    theta0: torch.Tensor
+    rates: torch.Tensor
+    version: int
+    scaler: dict[str, Any] | None
+    summary: dict[str, Any]
+
+
+def _layout(spec: ModelSpec) -> dict[str, Any]:
+    return {
+        "n_features": spec.n_features,
+        "task": spec.task,
+        "n_classes": spec.n_classes,
+        "hidden": list(spec.hidden),
+        "activation": spec.activation,
+    }
+
+
+def save_meta_init(path: str | Path, spec: ModelSpec, init: MetaInit) -> None:
+    atomic_save(
+        {
+            "format": FORMAT,
+            "layout": _layout(spec),
+            "theta0": init.theta0.detach().cpu().float(),
+            "rates": init.rates.detach().cpu().float(),
+            "version": init.version,
+            "scaler": init.scaler,
+            "summary": init.summary,
+        },
+        Path(path),
+    )
+
+
+def load_meta_init(path: str | Path, spec: ModelSpec) -> MetaInit:
+    """Load and check against the configured model; errors name the mismatch.
+
+    >>> import tempfile, os
+    >>> spec = ModelSpec(2)
+    >>> p = os.path.join(tempfile.mkdtemp(), "init.pt")
+    >>> save_meta_init(p, spec, MetaInit(torch.ones(3), torch.full((3,), 0.1), 4, None, {}))
+    >>> load_meta_init(p, spec).version
+    4
+    """
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"--meta-init {str(path)!r}: no such file") from None
+    except Exception as exc:
+        raise ValueError(f"--meta-init {str(path)!r}: unreadable ({exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"--meta-init {str(path)!r}: not a streamlearn meta-init file")
+    if payload["layout"] != _layout(spec):
+        raise ValueError(
+            f"--meta-init {str(path)!r} was trained for model {payload['layout']}, "
+            f"the config describes {_layout(spec)}"
+        )
+    return MetaInit(
+        payload["theta0"],
+        payload["rates"],
+        int(payload["version"]),
+        payload["scaler"],
+        dict(payload["summary"]),
+    )

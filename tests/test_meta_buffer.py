@@ -1,0 +1,111 @@
+"""Task buffer, meta-init files, offline meta-training and the daemon starting from it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from streamlearn.config import LearnerConfig
+from streamlearn.learner import OnlineLearner
+from streamlearn.messages import EventBatch
+from streamlearn.meta.initfile import MetaInit, load_meta_init, save_meta_init
+from streamlearn.meta.tasks import TaskBuffer
+from streamlearn.model import ModelSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_reservoir_is_bounded_per_task_and_keeps_a_uniform_sample():
+    buf = TaskBuffer(max_per_task=50, max_tasks=10, seed=0)
+    n = 5000
+    buf.add(["a"] * n, np.arange(n, dtype=float)[:, None], np.zeros(n))
+    assert buf.n_examples == 50
+    kept = np.array([x[0] for x in buf._tasks[("a", 0)].x])
+    assert 1500 < kept.mean() < 3500  # roughly uniform over the whole stream, not the head
+
+
+def test_segments_close_on_drift_and_oldest_tasks_are_evicted():
+    buf = TaskBuffer(max_per_task=5, max_tasks=3, seed=0)
+    for seg in range(4):
+        buf.add(["k"] * 3, np.full((3, 1), float(seg)), np.zeros(3))
+        buf.close_all()
+    assert buf.n_tasks == 3
+    assert sorted(seg for _, seg in buf._tasks) == [1, 2, 3]
+
+
+def test_sample_splits_support_and_query_and_state_round_trips():
+    buf = TaskBuffer(max_per_task=20, max_tasks=10, seed=0)
+    buf.add(["a"] * 20 + ["b"] * 3, np.random.default_rng(0).normal(size=(23, 2)), np.ones(23))
+    batch = buf.sample(4, 6, 4, np.random.default_rng(1))
+    assert tuple(batch.xs.shape) == (4, 6, 2)
+    assert tuple(batch.xq.shape) == (4, 4, 2)
+    with pytest.raises(ValueError, match="no task holds 30"):
+        buf.sample(1, 20, 10, np.random.default_rng(0))
+    copy = TaskBuffer(max_per_task=20, max_tasks=10)
+    copy.load_state_dict(buf.state_dict())
+    assert (copy.n_tasks, copy.n_examples) == (buf.n_tasks, buf.n_examples)
+
+
+def test_meta_init_file_checks_the_model_layout(tmp_path):
+    p = tmp_path / "init.pt"
+    save_meta_init(p, ModelSpec(2), MetaInit(torch.ones(3), torch.ones(3), 2, None, {"a": 1.0}))
+    with pytest.raises(ValueError, match="was trained for model"):
+        load_meta_init(p, ModelSpec(3))
+    with pytest.raises(ValueError, match="no such file"):
+        load_meta_init(tmp_path / "missing.pt", ModelSpec(2))
+
+
+def test_learned_per_parameter_rates_drive_the_online_steps():
+    spec = ModelSpec(1)
+    learner = OnlineLearner(
+        spec, LearnerConfig(learning_rate=1.0), spec.init(kind="zeros"), standardize=False
+    )
+    learner.set_theta0(torch.zeros(2), version=1, rates=torch.tensor([0.0, 0.25]))
+    batch = EventBatch(["1"], ["k"], np.zeros(1), np.array([[2.0]]), np.array([1.0]))
+    learner.process(batch)
+    # AdaGrad's first step moves each weight by its rate (g / |g|): weight 0, bias 0.25.
+    torch.testing.assert_close(learner.params_of("k"), torch.tensor([0.0, 0.25]))
+
+
+@pytest.mark.slow
+def test_meta_train_then_run_from_the_meta_init(tmp_path):
+    out = tmp_path / "init.pt"
+    env_cli = [sys.executable, "-m", "streamlearn"]
+    train = subprocess.run(
+        [
+            *env_cli,
+            "meta-train",
+            "--out",
+            str(out),
+            "--steps",
+            "150",
+            "--events",
+            "30000",
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert train.returncode == 0, train.stderr
+    assert "held-out meta-loss" in train.stderr
+    init = load_meta_init(out, ModelSpec(8))
+    assert init.summary["held_out_after"] < init.summary["held_out_before"]
+    run = subprocess.run(
+        [*env_cli, "run", "--meta-init", str(out), "--max-events", "2000", "--metrics-port", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "STREAMLEARN_SOURCE__SYNTHETIC__RATE": "0"},
+    )
+    assert run.returncode == 0, run.stderr
+    assert "meta-init" in run.stderr
+    assert "version=1" in run.stderr
