@@ -142,6 +142,29 @@ class CheckpointConfig(_Strict):
     keep: Annotated[int, Field(ge=1, le=1000)] = 3
 
 
+class MetaConfig(_Strict):
+    """Background re-meta-training of ``theta0`` on the tasks the stream has shown."""
+
+    enabled: bool = False
+    every_labels: Annotated[int, Field(ge=1)] = 50_000
+    every_seconds: PositiveFloat = 300.0
+    method: Literal["maml", "imaml"] = "maml"
+    steps: Annotated[int, Field(ge=1)] = 300
+    tasks_per_step: Annotated[int, Field(ge=1)] = 16
+    support: Annotated[int, Field(ge=1)] = 10
+    query: Annotated[int, Field(ge=1)] = 10
+    inner_steps: Annotated[int, Field(ge=1, le=100)] = 1
+    outer_lr: PositiveFloat = 3e-3
+    first_order: bool = False
+    held_out_tasks: Annotated[int, Field(ge=1)] = 100
+    min_improvement: Annotated[float, Field(ge=0, lt=1)] = 0.01
+    use_learned_rates: bool = False
+    buffer_per_task: Annotated[int, Field(ge=2)] = 200
+    buffer_tasks: Annotated[int, Field(ge=1)] = 2000
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: Annotated[int, Field(ge=1, le=64)] = 1
+
+
 class ModelConfig(_Strict):
     """The adapted model: ``hidden=[]`` is a linear model."""
 
@@ -237,6 +260,7 @@ class Config(_Strict):
     metrics: MetricsConfig = MetricsConfig()
     kafka: KafkaConfig = KafkaConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    meta: MetaConfig = MetaConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter as Tally
@@ -22,6 +23,9 @@ from streamlearn.io.synthetic import build_family
 from streamlearn.learner import OnlineLearner
 from streamlearn.messages import EventBatch, EventDecoder, Prediction
 from streamlearn.meta.initfile import MetaInit
+from streamlearn.meta.maml import InnerRule, MetaParams
+from streamlearn.meta.tasks import TaskBuffer
+from streamlearn.meta.trainer import BackgroundMetaTrainer
 from streamlearn.metrics import Metrics, RollingMean
 from streamlearn.model import ModelSpec
 from streamlearn.regret import GlobalBaseline
@@ -133,6 +137,22 @@ class Daemon:
         self._last_checkpoint = time.monotonic()
         self._checkpoint_error: str | None = None
         self.resumed_from: int | None = None
+        self.tasks: TaskBuffer | None = None
+        self.meta_trainer: BackgroundMetaTrainer | None = None
+        self._meta = MetaParams(
+            self.learner.theta0,
+            torch.full((self.spec.n_params,), math.log(cfg.learner.learning_rate)),
+        )
+        if cfg.meta.enabled:
+            mc = cfg.meta
+            self.tasks = TaskBuffer(mc.buffer_per_task, mc.buffer_tasks, seed=m.seed)
+            rule = InnerRule(
+                steps=mc.inner_steps,
+                lam=cfg.learner.proximal_lambda,
+                eps=cfg.learner.adagrad_eps,
+                initial_accumulator=cfg.learner.initial_accumulator,
+            )
+            self.meta_trainer = BackgroundMetaTrainer(mc, self.spec, rule, seed=m.seed)
         if self.store is not None:
             self._restore(self.store)
 
@@ -161,6 +181,10 @@ class Daemon:
         return {
             "learner": self.learner.state_dict(),
             "baseline": self.baseline.state_dict() if self.baseline is not None else {},
+            "meta": {
+                "log_rate": self._meta.log_rate.clone(),
+                "tasks": self.tasks.state_dict() if self.tasks is not None else {},
+            },
             "totals": {
                 "events": self.events_seen,
                 "labels": self.labels_seen,
@@ -177,6 +201,11 @@ class Daemon:
         self.learner.load_state_dict(state["learner"])
         if self.baseline is not None and state.get("baseline"):
             self.baseline.load_state_dict(state["baseline"])
+        meta = state.get("meta", {})
+        if "log_rate" in meta:
+            self._meta = MetaParams(self.learner.theta0, meta["log_rate"])
+        if self.tasks is not None and meta.get("tasks"):
+            self.tasks.load_state_dict(meta["tasks"])
         totals = state["totals"]
         self.events_seen = int(totals["events"])
         self.labels_seen = int(totals["labels"])
@@ -241,6 +270,7 @@ class Daemon:
         daemon has seen nothing yet, so it starts in the space the init was trained in);
         ``use_rates`` also takes the learned per-parameter rates for online steps."""
         self.learner.set_theta0(init.theta0, init.version, init.rates if use_rates else None)
+        self._meta = MetaParams(init.theta0.float(), init.rates.float().log())
         scaler = self.learner.scaler
         if init.scaler is not None and scaler is not None and scaler.count == 0:
             scaler.load_state_dict(init.scaler)
@@ -267,8 +297,61 @@ class Daemon:
         mt.poll_seconds.observe(time.perf_counter() - started)
         self.events_seen += len(records)
         self._since_checkpoint += len(records)
+        self._meta_tick()
         self._maybe_checkpoint()
         return len(records)
+
+    def _meta_tick(self) -> None:
+        """Install a finished candidate if it is better; start the next run when due."""
+        trainer, tasks, mt = self.meta_trainer, self.tasks, self.metrics
+        if trainer is None or tasks is None:
+            return
+        try:
+            outcome = trainer.result()
+        except Exception as exc:  # a failed run must never take the stream down
+            mt.meta_runs.labels("failed").inc()
+            log.error("background meta-training failed: %s", exc)
+            outcome = None
+        if outcome is not None:
+            mt.meta_seconds.observe(outcome.seconds)
+            mt.meta_loss_before.set(outcome.loss_before)
+            mt.meta_loss_after.set(outcome.loss_after)
+            if trainer.promotes(outcome):
+                version = self.learner.model_version + 1
+                cand = outcome.candidate
+                rates = cand.log_rate.exp() if self.cfg.meta.use_learned_rates else None
+                self.learner.set_theta0(cand.theta0, version, rates)
+                self._meta = cand
+                mt.model_version.set(version)
+                mt.meta_runs.labels("promoted").inc()
+                log.info(
+                    "meta-init version %d promoted: held-out meta-loss %.4f -> %.4f (%.1f s on %s)",
+                    version,
+                    outcome.loss_before,
+                    outcome.loss_after,
+                    outcome.seconds,
+                    outcome.device,
+                )
+            else:
+                mt.meta_runs.labels("rejected").inc()
+                log.info(
+                    "meta-training candidate rejected: %.4f -> %.4f",
+                    outcome.loss_before,
+                    outcome.loss_after,
+                )
+        mt.meta_buffer_tasks.set(tasks.n_tasks)
+        mt.meta_buffer_examples.set(tasks.n_examples)
+        if trainer.due(self.labels_seen):
+            self._meta = MetaParams(self.learner.theta0, self._meta.log_rate)
+            try:
+                started = trainer.start(tasks, self._meta, self.labels_seen)
+            except Exception as exc:  # e.g. a broken worker pool: rebuilt at the next start
+                trainer.close()
+                mt.meta_runs.labels("failed").inc()
+                log.error("cannot start background meta-training: %s", exc)
+                return
+            if not started:
+                mt.meta_runs.labels("skipped").inc()
 
     def _learn(self, batch: EventBatch) -> None:
         mt, cfg = self.metrics, self.cfg
@@ -320,13 +403,19 @@ class Daemon:
             mt.rollbacks.inc(res.rollbacks)
         mt.update_norm.set(res.mean_step)
         keys_l = [k for k, is_l in zip(batch.keys, labelled.tolist(), strict=True) if is_l]
+        if self.tasks is not None:
+            self.tasks.add(keys_l, res.x_std[labelled], batch.y[labelled])
         for length in self.recovery.observe(quality):
             mt.recovery.observe(length)
         report = self.drift.update(keys_l, res.error[labelled].tolist())
         if report.drifted_keys:
+            if self.tasks is not None:
+                self.tasks.close_segments(report.drifted_keys)
             mt.drifts.labels("key").inc(len(report.drifted_keys))
             mt.resets.labels("key_drift").inc(self.learner.reset(report.drifted_keys))
         if report.global_drift:
+            if self.tasks is not None:
+                self.tasks.close_all()
             mt.global_drift_now()
             unrecovered_before = self.recovery.unrecovered
             self.recovery.drift()
@@ -361,6 +450,8 @@ class Daemon:
             self.metrics.up.set(0)
             if self._since_checkpoint or self.store is None:
                 self.checkpoint()
+            if self.meta_trainer is not None:
+                self.meta_trainer.close()
             self.source.close()
             self.sink.close()
         if status is not None:

@@ -195,6 +195,39 @@ class Metrics:
             "outcome",
             ("ok", "failed"),
         )
+        self.meta_runs = _counter_by(
+            r,
+            "streamlearn_meta_training_runs",
+            "Background meta-training runs, by outcome.",
+            "outcome",
+            ("promoted", "rejected", "failed", "skipped"),
+        )
+        self.meta_seconds = Histogram(
+            "streamlearn_meta_training_duration_seconds",
+            "Wall time of one background meta-training run (in its worker process).",
+            buckets=(1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000),
+            registry=r,
+        )
+        self.meta_loss_before = Gauge(
+            "streamlearn_meta_loss_before",
+            "Held-out meta-loss of the current theta0 at the last meta-training run.",
+            registry=r,
+        )
+        self.meta_loss_after = Gauge(
+            "streamlearn_meta_loss_after",
+            "Held-out meta-loss of the last meta-training run's candidate.",
+            registry=r,
+        )
+        self.meta_buffer_tasks = Gauge(
+            "streamlearn_meta_buffer_tasks",
+            "Tasks (entity x segment) in the task buffer.",
+            registry=r,
+        )
+        self.meta_buffer_examples = Gauge(
+            "streamlearn_meta_buffer_examples",
+            "Labelled examples held in the task buffer.",
+            registry=r,
+        )
         self.checkpoint_seconds = Histogram(
             "streamlearn_checkpoint_duration_seconds",
             "Time to flush outputs and save state.",

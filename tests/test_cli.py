@@ -1,6 +1,5 @@
 """The command line, as a user runs it: real processes, real signals, a real scrape."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -8,33 +7,22 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.helpers import run_cli
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _cli(*args: str, env: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streamlearn", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-        check=False,
-        **kw,
-    )
-
-
 def test_help_is_useful():
-    out = _cli("--help").stdout
+    out = run_cli("--help").stdout
     assert "run" in out
     assert "config" in out
-    run_help = _cli("run", "--help").stdout
+    run_help = run_cli("run", "--help").stdout
     assert "--max-events" in run_help
     assert "--config" in run_help
 
 
 def test_run_max_events_exits_zero(free_port):
-    res = _cli(
+    res = run_cli(
         "run",
         "--max-events",
         "3000",
@@ -50,18 +38,18 @@ def test_run_max_events_exits_zero(free_port):
 def test_bad_config_fails_with_one_line(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("learner:\n  learning_rate: 0\n")
-    res = _cli("run", "--config", str(cfg))
+    res = run_cli("run", "--config", str(cfg))
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "learner.learning_rate = 0" in lines[0]
-    env = _cli("config", env={"STREAMLEARN_DRIFT__DETECTOR": "nope"})
+    env = run_cli("config", env={"STREAMLEARN_DRIFT__DETECTOR": "nope"})
     assert env.returncode == 2
     assert "drift.detector = 'nope'" in env.stderr
 
 
 def test_config_command_prints_effective_tree():
-    res = _cli("config", env={"STREAMLEARN_LEARNER__LEARNING_RATE": "0.3"})
+    res = run_cli("config", env={"STREAMLEARN_LEARNER__LEARNING_RATE": "0.3"})
     assert res.returncode == 0
     assert "learning_rate: 0.3" in res.stdout
 

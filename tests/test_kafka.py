@@ -18,7 +18,7 @@ from streamlearn.checkpoint import CheckpointStore
 from streamlearn.config import SyntheticSourceConfig, load_config
 from streamlearn.daemon import Daemon
 from streamlearn.io.synthetic import build_family
-from tests.helpers import sample
+from tests.helpers import run_cli, sample
 from tests.kafka_util import (
     committed_offsets,
     end_offsets,
@@ -150,22 +150,17 @@ def test_simulate_produces_keyed_events_and_keeps_withheld_truth(kafka_bootstrap
         },
     )
     truth = tmp_path / "truth.jsonl"
-    res = subprocess.run(
-        [
-            *_cli("simulate", cfg_path),
-            "--events",
-            "2000",
-            "--withhold",
-            "0.25",
-            "--truth",
-            str(truth),
-            "--no-progress",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    res = run_cli(
+        "simulate",
+        "--config",
+        str(cfg_path),
+        "--events",
+        "2000",
+        "--withhold",
+        "0.25",
+        "--truth",
+        str(truth),
+        "--no-progress",
     )
     assert res.returncode == 0, res.stderr
     assert "produced 2,000 events" in res.stderr

@@ -1,8 +1,5 @@
 """Task buffer, meta-init files, offline meta-training and the daemon starting from it."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +12,7 @@ from streamlearn.messages import EventBatch
 from streamlearn.meta.initfile import MetaInit, load_meta_init, save_meta_init
 from streamlearn.meta.tasks import TaskBuffer
 from streamlearn.model import ModelSpec
+from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,37 +72,22 @@ def test_learned_per_parameter_rates_drive_the_online_steps():
 @pytest.mark.slow
 def test_meta_train_then_run_from_the_meta_init(tmp_path):
     out = tmp_path / "init.pt"
-    env_cli = [sys.executable, "-m", "streamlearn"]
-    train = subprocess.run(
-        [
-            *env_cli,
-            "meta-train",
-            "--out",
-            str(out),
-            "--steps",
-            "150",
-            "--events",
-            "30000",
-            "--no-progress",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    train = run_cli(
+        "meta-train", "--out", str(out), "--steps", "150", "--events", "30000", "--no-progress"
     )
     assert train.returncode == 0, train.stderr
     assert "held-out meta-loss" in train.stderr
     init = load_meta_init(out, ModelSpec(8))
     assert init.summary["held_out_after"] < init.summary["held_out_before"]
-    run = subprocess.run(
-        [*env_cli, "run", "--meta-init", str(out), "--max-events", "2000", "--metrics-port", "0"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={**os.environ, "STREAMLEARN_SOURCE__SYNTHETIC__RATE": "0"},
+    run = run_cli(
+        "run",
+        "--meta-init",
+        str(out),
+        "--max-events",
+        "2000",
+        "--metrics-port",
+        "0",
+        env={"STREAMLEARN_SOURCE__SYNTHETIC__RATE": "0"},
     )
     assert run.returncode == 0, run.stderr
     assert "meta-init" in run.stderr

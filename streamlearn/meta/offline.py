@@ -17,9 +17,9 @@ import torch
 from tqdm import tqdm
 
 from streamlearn.io.synthetic import LabelledEvent
-from streamlearn.meta.implicit import IMAML
 from streamlearn.meta.initfile import MetaInit
-from streamlearn.meta.maml import MAML, InnerRule, MetaParams, TaskBatch, meta_loss
+from streamlearn.meta.maml import InnerRule, MetaParams, TaskBatch, meta_loss
+from streamlearn.meta.outer import OuterLoop
 from streamlearn.meta.tasks import TaskBuffer
 from streamlearn.model import ModelSpec
 from streamlearn.scaling import RunningStandardizer
@@ -106,28 +106,15 @@ def meta_train(
 
     start = MetaParams(theta0, torch.full_like(theta0, float(np.log(settings.inner_rate))))
     before = held_loss(start)
-    trainer: MAML | IMAML
-    if settings.method == "maml":
-        trainer = MAML(
-            spec,
-            rule,
-            theta0,
-            rate=settings.inner_rate,
-            outer_lr=settings.outer_lr,
-            first_order=settings.first_order,
-            device=device,
-        )
-    else:
-        trainer = IMAML(
-            spec,
-            settings.lam if settings.lam > 0 else 1.0,
-            theta0,
-            outer_lr=settings.outer_lr,
-            inner_iter=10,
-            inner_rate=settings.inner_rate,
-            cg_iter=5,
-            device=device,
-        )
+    trainer = OuterLoop(
+        settings.method,
+        spec,
+        rule,
+        start,
+        outer_lr=settings.outer_lr,
+        device=device,
+        first_order=settings.first_order,
+    )
     bar = tqdm(
         range(settings.steps),
         desc=f"meta-train ({settings.method}, {device})",
@@ -140,12 +127,7 @@ def meta_train(
         if i % 50 == 0:
             bar.set_postfix(meta_loss=f"{loss:.4f}")
     bar.close()
-    result = (
-        trainer.params
-        if isinstance(trainer, MAML)
-        else MetaParams(trainer.theta0.detach(), start.log_rate)
-    )
-    result = MetaParams(result.theta0.cpu(), result.log_rate.cpu())
+    result = trainer.params
     return result, {"held_out_before": before, "held_out_after": held_loss(result)}
 
 

@@ -2,15 +2,18 @@
 
 A task is one key's labelled events within one segment; a key's segment closes when drift is
 detected for it (or globally), and its next event opens a new task. Each task keeps a
-seeded reservoir of at most ``max_per_task`` examples (standardised features and labels);
-beyond ``max_tasks`` the oldest tasks are dropped. Support/query splits are drawn on demand.
+seeded reservoir of at most ``max_per_task`` examples (standardised features and labels) in
+a preallocated array; beyond ``max_tasks`` the oldest tasks are dropped. A
+:class:`TaskSnapshot` (one copy of the eligible tasks, padded) is what meta-training
+samples support/query splits from: cheap to take in the stream's thread, cheap to ship to a
+worker process.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,11 +22,44 @@ import torch
 from streamlearn.meta.maml import TaskBatch
 
 
-@dataclass
 class _Task:
-    x: list[np.ndarray] = field(default_factory=list)
-    y: list[float] = field(default_factory=list)
-    seen: int = 0
+    __slots__ = ("n", "seen", "x", "y")
+
+    def __init__(self, cap: int, d: int) -> None:
+        self.x = np.empty((cap, d), dtype=np.float32)
+        self.y = np.empty(cap, dtype=np.float32)
+        self.n = 0
+        self.seen = 0
+
+
+@dataclass(frozen=True)
+class TaskSnapshot:
+    """Tasks with at least ``min_examples`` examples: ``x[T, cap, d]``, ``y[T, cap]`` and
+    the number ``n[T]`` of valid rows in each."""
+
+    x: np.ndarray
+    y: np.ndarray
+    n: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.n)
+
+    def sample(
+        self, n_tasks: int, k_support: int, k_query: int, rng: np.random.Generator
+    ) -> TaskBatch:
+        """``n_tasks`` tasks (with replacement when fewer), split at random."""
+        need = k_support + k_query
+        if len(self.n) == 0 or int(self.n.max()) < need:
+            raise ValueError(f"no task holds {need} examples yet")
+        eligible = np.flatnonzero(self.n >= need)
+        picks = rng.choice(eligible, size=n_tasks, replace=len(eligible) < n_tasks)
+        # A random permutation of each task's valid rows: sort random keys, invalid rows last.
+        keys = rng.random((n_tasks, self.x.shape[1]))
+        keys[np.arange(self.x.shape[1])[None, :] >= self.n[picks][:, None]] = 2.0
+        rows = np.argsort(keys, axis=1)[:, :need]
+        x = torch.from_numpy(self.x[picks[:, None], rows])
+        y = torch.from_numpy(self.y[picks[:, None], rows])
+        return TaskBatch(x[:, :k_support], y[:, :k_support], x[:, k_support:], y[:, k_support:])
 
 
 class TaskBuffer:
@@ -50,6 +86,7 @@ class TaskBuffer:
         self._rng = np.random.default_rng(seed)
         self._tasks: OrderedDict[tuple[str, int], _Task] = OrderedDict()
         self._segment: dict[str, int] = {}
+        self._n_examples = 0
 
     @property
     def n_tasks(self) -> int:
@@ -57,27 +94,34 @@ class TaskBuffer:
 
     @property
     def n_examples(self) -> int:
-        return sum(len(t.y) for t in self._tasks.values())
+        return self._n_examples
 
     def add(self, keys: Sequence[str], x: np.ndarray, y: np.ndarray) -> None:
         """Labelled events in arrival order (``x`` standardised as the learner saw it)."""
-        cap = self.max_per_task
-        for key, xi, yi in zip(keys, x, y.tolist(), strict=True):
-            tid = (key, self._segment.get(key, 0))
-            task = self._tasks.get(tid)
+        if len(keys) == 0:
+            return
+        cap, d = self.max_per_task, x.shape[1]
+        tasks, segment = self._tasks, self._segment
+        draws = self._rng.random(len(keys)).tolist()
+        for i, key in enumerate(keys):
+            tid = (key, segment.get(key, 0))
+            task = tasks.get(tid)
             if task is None:
-                task = self._tasks[tid] = _Task()
-                if len(self._tasks) > self.max_tasks:
-                    self._tasks.popitem(last=False)
+                task = tasks[tid] = _Task(cap, d)
+                if len(tasks) > self.max_tasks:
+                    _, old = tasks.popitem(last=False)
+                    self._n_examples -= old.n
             task.seen += 1
-            if len(task.y) < cap:
-                task.x.append(np.array(xi, dtype=np.float32))
-                task.y.append(yi)
-            else:
-                j = int(self._rng.integers(task.seen))
-                if j < cap:
-                    task.x[j] = np.array(xi, dtype=np.float32)
-                    task.y[j] = yi
+            if task.n < cap:
+                slot = task.n
+                task.n += 1
+                self._n_examples += 1
+            else:  # reservoir: keep the new one with probability cap / seen
+                slot = int(draws[i] * task.seen)
+                if slot >= cap:
+                    continue
+            task.x[slot] = x[i]
+            task.y[slot] = y[i]
 
     def close_segments(self, keys: Iterable[str]) -> None:
         """Drift for these keys: their next events open new tasks."""
@@ -87,25 +131,31 @@ class TaskBuffer:
     def close_all(self) -> None:
         self.close_segments(list({k for k, _ in self._tasks}))
 
+    def snapshot(self, min_examples: int = 2) -> TaskSnapshot:
+        """A copy of the tasks holding at least ``min_examples`` examples."""
+        chosen = [t for t in self._tasks.values() if t.n >= min_examples]
+        if not chosen:
+            d = next(iter(self._tasks.values())).x.shape[1] if self._tasks else 1
+            empty = np.zeros((0, self.max_per_task, d), dtype=np.float32)
+            return TaskSnapshot(
+                empty, np.zeros((0, self.max_per_task), np.float32), np.zeros(0, np.int64)
+            )
+        return TaskSnapshot(
+            np.stack([t.x for t in chosen]),
+            np.stack([t.y for t in chosen]),
+            np.asarray([t.n for t in chosen], dtype=np.int64),
+        )
+
     def sample(
         self, n_tasks: int, k_support: int, k_query: int, rng: np.random.Generator
     ) -> TaskBatch:
         """``n_tasks`` tasks (with replacement when fewer qualify) holding at least
         ``k_support + k_query`` examples, split at random into support and query."""
         need = k_support + k_query
-        eligible = [t for t in self._tasks.values() if len(t.y) >= need]
-        if not eligible:
+        snap = self.snapshot(need)
+        if len(snap) == 0:
             raise ValueError(f"no task holds {need} examples yet ({self.n_tasks} tasks)")
-        picks = rng.choice(len(eligible), size=n_tasks, replace=len(eligible) < n_tasks)
-        xs, ys = [], []
-        for i in picks:
-            task = eligible[int(i)]
-            idx = rng.choice(len(task.y), size=need, replace=False)
-            xs.append(np.stack([task.x[j] for j in idx]))
-            ys.append(np.asarray([task.y[j] for j in idx], dtype=np.float32))
-        x = torch.from_numpy(np.stack(xs))
-        y = torch.from_numpy(np.stack(ys))
-        return TaskBatch(x[:, :k_support], y[:, :k_support], x[:, k_support:], y[:, k_support:])
+        return snap.sample(n_tasks, k_support, k_query, rng)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -115,8 +165,8 @@ class TaskBuffer:
                     "key": key,
                     "segment": seg,
                     "seen": t.seen,
-                    "x": torch.from_numpy(np.stack(t.x)) if t.x else torch.zeros(0),
-                    "y": torch.tensor(t.y, dtype=torch.float32),
+                    "x": torch.from_numpy(t.x[: t.n].copy()),
+                    "y": torch.from_numpy(t.y[: t.n].copy()),
                 }
                 for (key, seg), t in self._tasks.items()
             ],
@@ -125,8 +175,11 @@ class TaskBuffer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._segment = {str(k): int(v) for k, v in state["segments"].items()}
         self._tasks = OrderedDict()
+        self._n_examples = 0
         for t in state["tasks"]:
-            xs = [row.numpy() for row in t["x"]] if t["x"].numel() else []
-            self._tasks[(str(t["key"]), int(t["segment"]))] = _Task(
-                xs, t["y"].tolist(), int(t["seen"])
-            )
+            x, y = t["x"].numpy(), t["y"].numpy()
+            task = _Task(self.max_per_task, x.shape[1] if x.ndim == 2 else 1)
+            n = min(len(y), self.max_per_task)
+            task.x[:n], task.y[:n], task.n, task.seen = x[:n], y[:n], n, int(t["seen"])
+            self._tasks[(str(t["key"]), int(t["segment"]))] = task
+            self._n_examples += n

@@ -1,0 +1,166 @@
+"""Background re-meta-training with hot swap.
+
+On a cadence (``meta.every_labels`` labelled events or ``meta.every_seconds``), the daemon's
+loop takes one snapshot of its :class:`~streamlearn.meta.tasks.TaskBuffer` (a copy, in the
+loop's thread, so the buffer is never shared) and hands it to a worker *process*, which
+samples its own support/query batches:
+meta-training is Python-heavy, and a thread would take the loop's GIL; a process uses the
+other core. The worker meta-trains a candidate from the current ``theta0`` (on ``cuda`` when
+present, with ``meta.threads`` torch threads), scores candidate and current on held-out tasks,
+and returns both scores. The loop promotes the candidate, as a new numbered version, only if
+it beats the current one by ``meta.min_improvement``; new keys and later resets use it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from streamlearn.config import MetaConfig
+from streamlearn.meta.maml import InnerRule, MetaParams, meta_loss
+from streamlearn.meta.outer import OuterLoop
+from streamlearn.meta.tasks import TaskBuffer, TaskSnapshot
+from streamlearn.model import ModelSpec
+
+
+@dataclass(frozen=True)
+class Job:
+    spec: ModelSpec
+    rule: InnerRule
+    start: MetaParams
+    tasks: TaskSnapshot
+    steps: int
+    tasks_per_step: int
+    support: int
+    query: int
+    held_out_tasks: int
+    seed: int
+    method: str
+    outer_lr: float
+    first_order: bool
+    device: str
+    threads: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    candidate: MetaParams
+    loss_before: float
+    loss_after: float
+    seconds: float
+    device: str
+
+
+def run_job(job: Job) -> Outcome:
+    """Meta-train from ``job.start`` on ``job.train``; score on ``job.held_out``. Runs in the
+    worker process (also callable in process, as the tests do)."""
+    torch.set_num_threads(job.threads)
+    started = time.monotonic()
+    rng = np.random.default_rng(job.seed)
+    held_out = job.tasks.sample(job.held_out_tasks, job.support, job.query, rng)
+    device = job.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    loop = OuterLoop(
+        job.method,
+        job.spec,
+        job.rule,
+        job.start,
+        outer_lr=job.outer_lr,
+        device=device,
+        first_order=job.first_order,
+    )
+    for _ in range(job.steps):
+        loop.step(job.tasks.sample(job.tasks_per_step, job.support, job.query, rng))
+    candidate = loop.params
+    before = float(meta_loss(job.spec, job.rule, job.start, held_out))
+    after = float(meta_loss(job.spec, job.rule, candidate, held_out))
+    return Outcome(candidate, before, after, time.monotonic() - started, device)
+
+
+class BackgroundMetaTrainer:
+    """Schedules meta-training jobs in one worker process; at most one job at a time.
+
+    Not run in doctests (it spawns a process): see ``tests/test_meta_trainer.py``.
+    """
+
+    def __init__(self, cfg: MetaConfig, spec: ModelSpec, rule: InnerRule, seed: int = 0) -> None:
+        self.cfg = cfg
+        self.spec = spec
+        self.rule = rule
+        self._rng = np.random.default_rng(seed)
+        self._executor: ProcessPoolExecutor | None = None
+        self._future: Future[Outcome] | None = None
+        self._last_start = time.monotonic()
+        self._labels_at_start = 0
+
+    @property
+    def running(self) -> bool:
+        return self._future is not None
+
+    def due(self, labels_seen: int) -> bool:
+        if self._future is not None:
+            return False
+        return (
+            labels_seen - self._labels_at_start >= self.cfg.every_labels
+            or time.monotonic() - self._last_start >= self.cfg.every_seconds
+        )
+
+    def start(self, buffer: TaskBuffer, current: MetaParams, labels_seen: int) -> bool:
+        """Snapshot tasks and submit a job; False when the buffer cannot feed one yet."""
+        cfg = self.cfg
+        snapshot = buffer.snapshot(cfg.support + cfg.query)
+        self._last_start = time.monotonic()
+        self._labels_at_start = labels_seen
+        if len(snapshot) == 0:
+            return False  # not enough data yet: retry at the next cadence
+        job = Job(
+            self.spec,
+            self.rule,
+            current,
+            snapshot,
+            cfg.steps,
+            cfg.tasks_per_step,
+            cfg.support,
+            cfg.query,
+            cfg.held_out_tasks,
+            int(self._rng.integers(2**31)),
+            cfg.method,
+            cfg.outer_lr,
+            cfg.first_order,
+            cfg.device,
+            cfg.threads,
+        )
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
+        self._future = self._executor.submit(run_job, job)
+        return True
+
+    def result(self) -> Outcome | None:
+        """The finished job's outcome, once; None while running or idle. A failed job
+        raises its exception here (the daemon counts it and carries on)."""
+        fut = self._future
+        if fut is None or not fut.done():
+            return None
+        self._future = None
+        try:
+            return fut.result()
+        except Exception:
+            self.close()  # the pool may be broken: start afresh next time
+            raise
+
+    def promotes(self, outcome: Outcome) -> bool:
+        return outcome.loss_after < outcome.loss_before * (1.0 - self.cfg.min_improvement)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        self._future = None

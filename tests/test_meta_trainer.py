@@ -1,0 +1,101 @@
+"""Background re-meta-training: a job improves held-out loss; the daemon hot-swaps it."""
+
+import time
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from streamlearn.config import MetaConfig, SyntheticSourceConfig, load_config
+from streamlearn.daemon import Daemon
+from streamlearn.io.memory import MemorySink
+from streamlearn.io.synthetic import build_family
+from streamlearn.meta.maml import InnerRule, MetaParams
+from streamlearn.meta.tasks import TaskBuffer
+from streamlearn.meta.trainer import BackgroundMetaTrainer, Job, run_job
+from streamlearn.model import ModelSpec
+from streamlearn.scaling import RunningStandardizer
+from tests.helpers import sample
+
+
+def _buffer(n: int = 20_000) -> TaskBuffer:
+    events = list(build_family(SyntheticSourceConfig(n_keys=20, max_events=n, segment_length=5000)))
+    x = np.asarray([e.event["x"] for e in events])
+    scaler = RunningStandardizer(8)
+    scaler.update(x)
+    buf = TaskBuffer(max_per_task=100, max_tasks=500, seed=0)
+    last: dict[str, int] = {}
+    for e, xs in zip(events, scaler.transform(x), strict=True):
+        key = e.event["key"]
+        if last.get(key, e.concept) != e.concept:
+            buf.close_segments([key])
+        last[key] = e.concept
+        buf.add([key], xs[None], np.asarray([e.y_true], dtype=np.float32))
+    return buf
+
+
+def test_a_job_improves_the_held_out_meta_loss():
+    import torch
+
+    spec = ModelSpec(8)
+    buf = _buffer()
+    start = MetaParams(torch.zeros(9), torch.full((9,), float(np.log(1.0))))
+    job = Job(
+        spec,
+        InnerRule(steps=1, lam=0.01),
+        start,
+        buf.snapshot(20),
+        200,
+        16,
+        10,
+        10,
+        100,
+        0,
+        "maml",
+        3e-3,
+        False,
+        "auto",
+        1,
+    )
+    out = run_job(job)
+    assert out.loss_after < out.loss_before
+    assert out.device in ("cpu", "cuda")
+    trainer = BackgroundMetaTrainer(MetaConfig(min_improvement=0.0), spec, job.rule)
+    assert trainer.promotes(out)
+
+
+def test_daemon_promotes_a_background_candidate_and_predictions_carry_its_version():
+    cfg = load_config(
+        overrides={
+            "source": {"synthetic": {"n_keys": 20, "rate": 0, "segment_length": 5000}},
+            "meta": {
+                "enabled": True,
+                "every_seconds": 0.5,
+                "every_labels": 10**9,
+                "steps": 100,
+                "support": 5,
+                "query": 5,
+                "held_out_tasks": 50,
+            },
+        },
+        env={},
+    )
+    reg = CollectorRegistry()
+    sink = MemorySink(capacity=100)
+    daemon = Daemon(cfg, reg, sink=sink)
+    deadline = time.monotonic() + 120
+    try:
+        while daemon.learner.model_version == 0 and time.monotonic() < deadline:
+            daemon.step()
+        assert daemon.learner.model_version >= 1, "no candidate was promoted in 120 s"
+        daemon.step()
+        assert sink.recent_predictions[-1].model_version >= 1
+        assert sample(reg, "streamlearn_model_version") >= 1
+        assert sample(reg, "streamlearn_meta_training_runs_total", {"outcome": "promoted"}) >= 1
+        assert sample(reg, "streamlearn_meta_loss_after") < sample(
+            reg, "streamlearn_meta_loss_before"
+        )
+        assert sample(reg, "streamlearn_meta_buffer_tasks") > 0
+        assert sample(reg, "streamlearn_meta_training_duration_seconds_count") >= 1
+    finally:
+        assert daemon.meta_trainer is not None
+        daemon.meta_trainer.close()
