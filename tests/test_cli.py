@@ -1,5 +1,6 @@
 """The command line, as a user runs it: real processes, real signals, a real scrape."""
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -66,15 +67,11 @@ def test_sigterm_drains_and_exits_zero_while_serving_metrics(free_port):
         deadline = time.monotonic() + 60
         body = b""
         while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{free_port}/metrics") as resp:
-                    body = resp.read()
-                if b"streamlearn_events_total" in body and b"streamlearn_events_total 0.0" not in (
-                    body
-                ):
-                    break
-            except OSError:
-                pass
+            url = f"http://127.0.0.1:{free_port}/metrics"
+            with contextlib.suppress(OSError), urllib.request.urlopen(url) as resp:
+                body = resp.read()  # (OSError: not listening yet)
+            if b"streamlearn_events_total" in body and b"events_total 0.0" not in body:
+                break
             time.sleep(0.3)
         assert b"streamlearn_events_total" in body
         with urllib.request.urlopen(f"http://127.0.0.1:{free_port}/readyz") as resp:

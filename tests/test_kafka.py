@@ -1,5 +1,6 @@
 """Against the real Apache Kafka broker (scripts/kafka.sh): nothing here is mocked."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -186,12 +187,10 @@ def _wait_ready(port: int, proc: subprocess.Popen[str], timeout_s: float = 60.0)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz") as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
+        url = f"http://127.0.0.1:{port}/readyz"  # OSError: not listening yet, or 503
+        with contextlib.suppress(OSError), urllib.request.urlopen(url) as resp:
+            if resp.status == 200:
+                return
         time.sleep(0.2)
     raise AssertionError("daemon never became ready")
 

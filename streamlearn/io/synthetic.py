@@ -19,6 +19,7 @@ index of the concept that generated it (ground truth for drift evaluation).
 from __future__ import annotations
 
 import itertools
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -62,17 +63,18 @@ def _concept_schedule(
     return concept
 
 
-class _KeyedFamily:
+class _KeyedFamily(ABC):
     """Draws events chunk by chunk: uniform keys, the concept schedule, labels kept with
     probability ``label_fraction``; a family supplies ``_draw`` (features and labels)."""
 
     cfg: SyntheticSourceConfig
     key_names: list[str]
 
+    @abstractmethod
     def _draw(
         self, rng: np.random.Generator, keys: np.ndarray, concept: np.ndarray
     ) -> tuple[list[list[float]], list[float]]:
-        raise NotImplementedError  # abstract: each family defines it
+        """Features (as lists) and labels of one chunk of events."""
 
     def __iter__(self) -> Iterator[LabelledEvent]:
         cfg = self.cfg
