@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -33,6 +34,13 @@ DRIFTS = list(range(20_000, N_EVENTS, 20_000))
 VARIANTS = ("meta-init resets", "meta-init + learned rates", "random-init resets", "no reset")
 
 
+def _model_env(hidden: str) -> dict[str, str]:
+    """Config overrides for an MLP variant (``--hidden 16`` or ``--hidden 16,16``)."""
+    if not hidden:
+        return {}
+    return {"STREAMLEARN_MODEL__HIDDEN": f"[{hidden}]", "STREAMLEARN_MODEL__INIT": "normal"}
+
+
 def run_variant(name: str, init_path: str) -> dict[str, Any]:
     import torch
     from prometheus_client import CollectorRegistry
@@ -46,7 +54,9 @@ def run_variant(name: str, init_path: str) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     drift = {"on_global_drift": "none", "per_key": False} if name == "no reset" else {}
-    cfg = load_config(overrides={"drift": drift}, env={})
+    cfg = load_config(
+        overrides={"drift": drift}, env=_model_env(os.environ.get("BENCH_HIDDEN", ""))
+    )
     family = build_family(cfg.source.synthetic.model_copy(update={"max_events": 2 * N_EVENTS}))
     items = list(itertools.islice(family, N_EVENTS, 2 * N_EVENTS))  # after the history
     probs: list[float] = []
@@ -76,11 +86,13 @@ def run_variant(name: str, init_path: str) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--steps", type=int, default=2000, help="meta-training outer steps")
+    ap.add_argument("--hidden", default="", help="MLP hidden sizes, e.g. 16 or 16,16")
     ap.add_argument("--worker", nargs=2, metavar=("VARIANT", "INIT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(run_variant(*args.worker)))
         return 0
+    env = {**os.environ, **_model_env(args.hidden), "BENCH_HIDDEN": args.hidden}
     with tempfile.TemporaryDirectory() as tmp:
         init = str(Path(tmp) / "meta-init.pt")
         subprocess.run(
@@ -97,6 +109,7 @@ def main() -> int:
                 "200000",
                 "--no-progress",
             ],
+            env=env,
             check=True,
         )
         results = {}
@@ -106,9 +119,14 @@ def main() -> int:
                 capture_output=True,
                 text=True,
                 check=True,
+                env=env,
             )
             results[name] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"\ndrifting family, 100 keys, {N_EVENTS:,} events, {len(DRIFTS)} abrupt drifts\n")
+    model = f"MLP hidden {args.hidden}" if args.hidden else "linear"
+    print(
+        f"\ndrifting family, 100 keys, {N_EVENTS:,} events, {len(DRIFTS)} abrupt drifts, "
+        f"{model} model\n"
+    )
     print("| variant | accuracy | median recovery (labelled events) | not recovered | per drift |")
     print("|---|---|---|---|---|")
     for name, r in results.items():
