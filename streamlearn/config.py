@@ -283,7 +283,7 @@ def _synthetic_shape(syn: SyntheticSourceConfig) -> tuple[str, int]:
     return task, fixed.get(syn.family, syn.n_features)
 
 
-def _format_error(err: ValidationError, merged: Mapping[str, Any]) -> str:
+def _format_error(err: ValidationError) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"] if p != "__root__")
     msg = str(first["msg"]).removeprefix("Value error, ")
@@ -353,7 +353,7 @@ def load_config(
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_error(err, data)) from None
+        raise ConfigError(_format_error(err)) from None
 
 
 def dump_config(cfg: Config) -> dict[str, Any]:

@@ -135,10 +135,6 @@ class DriftMonitor:
         self.n_key += len(report.drifted_keys)
         return report
 
-    def forget(self, keys: Sequence[str]) -> None:
-        for k in keys:
-            self._per_key.pop(k, None)
-
 
 class RecoveryTracker:
     """Labelled events needed after a drift to get back to the pre-drift quality.

@@ -68,9 +68,6 @@ class KeyTable:
     def __len__(self) -> int:
         return len(self._slots)
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._slots
-
     def get(self, key: str) -> int | None:
         return self._slots.get(key)
 

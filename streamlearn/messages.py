@@ -150,6 +150,7 @@ class EventDecoder:
     n_classes: int = 2
     feature_names: Sequence[str] | None = None
     max_record_bytes: int = MAX_RECORD_BYTES
+    _index: dict[str, int] | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         if self.n_features < 1:
@@ -271,7 +272,7 @@ class EventDecoder:
 
     def _features(self, raw: Any) -> list[float]:
         if isinstance(raw, Mapping):
-            index: dict[str, int] | None = self._index  # type: ignore[attr-defined]
+            index = self._index
             if index is None:
                 raise _Rejected(
                     Reason.WRONG_TYPE, "field 'x' is an object but no model.feature_names are set"

@@ -10,27 +10,17 @@ from streamlearn.daemon import Daemon
 from streamlearn.io.memory import MemorySink
 from streamlearn.io.synthetic import build_family
 from streamlearn.meta.maml import InnerRule, MetaParams
+from streamlearn.meta.offline import OfflineSettings, build_buffers
 from streamlearn.meta.tasks import TaskBuffer
 from streamlearn.meta.trainer import BackgroundMetaTrainer, Job, run_job
 from streamlearn.model import ModelSpec
-from streamlearn.scaling import RunningStandardizer
 from tests.helpers import sample
 
 
 def _buffer(n: int = 20_000) -> TaskBuffer:
-    events = list(build_family(SyntheticSourceConfig(n_keys=20, max_events=n, segment_length=5000)))
-    x = np.asarray([e.event["x"] for e in events])
-    scaler = RunningStandardizer(8)
-    scaler.update(x)
-    buf = TaskBuffer(max_per_task=100, max_tasks=500, seed=0)
-    last: dict[str, int] = {}
-    for e, xs in zip(events, scaler.transform(x), strict=True):
-        key = e.event["key"]
-        if last.get(key, e.concept) != e.concept:
-            buf.close_segments([key])
-        last[key] = e.concept
-        buf.add([key], xs[None], np.asarray([e.y_true], dtype=np.float32))
-    return buf
+    events = build_family(SyntheticSourceConfig(n_keys=20, max_events=n, segment_length=5000))
+    train, _, _ = build_buffers(events, 8, OfflineSettings())
+    return train
 
 
 def test_a_job_improves_the_held_out_meta_loss():

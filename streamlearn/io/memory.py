@@ -43,11 +43,6 @@ class MemorySource:
     def exhausted(self) -> bool:
         return self._exhausted
 
-    @property
-    def offset(self) -> int:
-        """Offset of the next record to be returned."""
-        return self._offset
-
     def poll(self, max_records: int, timeout_s: float) -> list[RawRecord]:
         n = max_records
         if self._rate > 0:
