@@ -98,6 +98,13 @@ def _parser() -> argparse.ArgumentParser:
     mt.add_argument("--outer-lr", type=float, default=3e-3)
     mt.add_argument("--first-order", action="store_true")
     mt.add_argument("--segment-events", type=int, default=500)
+    mt.add_argument(
+        "--pool-size",
+        type=int,
+        default=1,
+        help="K > 1: also train K starts for recurring concepts, one per cluster of tasks",
+    )
+    mt.add_argument("--pool-steps", type=int, default=500, help="outer steps per pool member")
     mt.add_argument("--no-progress", action="store_true")
 
     sim = sub.add_parser(
@@ -238,10 +245,10 @@ def _cmd_simulate(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_meta_train(cfg: Config, args: argparse.Namespace) -> int:
-    from streamlearn.daemon import build_spec
     from streamlearn.meta.initfile import save_meta_init
     from streamlearn.meta.offline import OfflineSettings, build_buffers, meta_train, to_meta_init
     from streamlearn.simulate import events_for
+    from streamlearn.wiring import build_spec
 
     settings = OfflineSettings(
         method=args.method,
@@ -255,6 +262,9 @@ def _cmd_meta_train(cfg: Config, args: argparse.Namespace) -> int:
         outer_lr=args.outer_lr,
         first_order=args.first_order,
         segment_events=args.segment_events,
+        initial_accumulator=cfg.learner.initial_accumulator,
+        pool_size=args.pool_size,
+        pool_steps=args.pool_steps,
     )
     seed = args.seed if args.seed is not None else cfg.source.synthetic.seed
     synthetic = cfg.source.synthetic.model_copy(update={"seed": seed})
@@ -278,12 +288,17 @@ def _cmd_meta_train(cfg: Config, args: argparse.Namespace) -> int:
     )
     m = cfg.model
     theta0 = spec.init(seed=m.seed, kind=m.init, scale=m.init_scale)
-    params, summary = meta_train(spec, theta0, train, test, settings, progress=not args.no_progress)
-    save_meta_init(args.out, spec, to_meta_init(params, scaler, 1, summary))
+    result = meta_train(spec, theta0, train, test, settings, progress=not args.no_progress)
+    save_meta_init(args.out, spec, to_meta_init(result, scaler, 1))
+    summary = result.summary
+    pool = ""
+    if "held_out_after_pool" in summary:
+        pool = f" (pool of {len(result.pool)} + shared: {summary['held_out_after_pool']:.4f})"
     log.info(
-        "held-out meta-loss %.4f -> %.4f; wrote %s",
+        "held-out meta-loss %.4f -> %.4f%s; wrote %s",
         summary["held_out_before"],
         summary["held_out_after"],
+        pool,
         args.out,
     )
     return 0

@@ -163,6 +163,9 @@ class MetaConfig(_Strict):
     buffer_tasks: Annotated[int, Field(ge=1)] = 2000
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Annotated[int, Field(ge=1, le=64)] = 1
+    # The worker rests between outer steps so it is busy at most this share of the time: on
+    # a small machine the stream keeps its core (bench/meta_background.py).
+    duty_cycle: Annotated[float, Field(gt=0, le=1)] = 0.5
 
 
 class ModelConfig(_Strict):
@@ -195,7 +198,7 @@ class ModelConfig(_Strict):
 class LearnerConfig(_Strict):
     learning_rate: PositiveFloat = 0.5
     adagrad_eps: PositiveFloat = 1e-10
-    initial_accumulator: Annotated[float, Field(ge=0)] = 0.0
+    initial_accumulator: Annotated[float, Field(ge=0)] = 0.1
     proximal_lambda: Annotated[float, Field(ge=0)] = 0.001
     max_step_norm: PositiveFloat = 1e3
 
@@ -217,6 +220,10 @@ class DriftConfig(_Strict):
     recovery_window: Annotated[int, Field(ge=10)] = 500
     recovery_tolerance: Annotated[float, Field(ge=0)] = 0.02
     recovery_max_labels: Annotated[int, Field(ge=1)] = 50_000
+    # With a meta-init pool: a reset's start is chosen on the last select_window labels
+    # (a key's own, when it has select_min_labels of them there; else theta0).
+    select_window: Annotated[int, Field(ge=1, le=100_000)] = 300
+    select_min_labels: Annotated[int, Field(ge=1)] = 5
 
     @model_validator(mode="after")
     def _kswin_sizes(self) -> DriftConfig:

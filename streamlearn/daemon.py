@@ -17,56 +17,20 @@ from streamlearn.checkpoint import CheckpointError, CheckpointStore
 from streamlearn.config import Config
 from streamlearn.drift import DriftMonitor, RecoveryTracker
 from streamlearn.io.base import Sink, Source
-from streamlearn.io.files import replay
-from streamlearn.io.memory import MemorySink, MemorySource
-from streamlearn.io.synthetic import build_family
+from streamlearn.io.memory import MemorySink
 from streamlearn.learner import OnlineLearner
 from streamlearn.messages import EventBatch, EventDecoder, Prediction
+from streamlearn.meta.hotswap import meta_tick
 from streamlearn.meta.initfile import MetaInit
 from streamlearn.meta.maml import InnerRule, MetaParams
 from streamlearn.meta.tasks import TaskBuffer
 from streamlearn.meta.trainer import BackgroundMetaTrainer
 from streamlearn.metrics import Metrics, RollingMean
-from streamlearn.model import ModelSpec
 from streamlearn.regret import GlobalBaseline
+from streamlearn.resets import Resetter
+from streamlearn.wiring import build_io, build_spec
 
 log = logging.getLogger("streamlearn")
-
-
-def build_spec(cfg: Config) -> ModelSpec:
-    m = cfg.model
-    return ModelSpec(m.n_features, m.task, m.n_classes, tuple(m.hidden), m.activation)
-
-
-def build_io(cfg: Config) -> tuple[Source, Sink]:
-    """The source and sink the config names; Kafka topics are created when absent."""
-    if cfg.source.kind == "kafka":
-        from streamlearn.io.kafka import KafkaSink, KafkaSource, ensure_topics
-
-        k = cfg.kafka
-        if k.create_topics:
-            t = k.topics
-            created = ensure_topics(
-                k, [t.events, t.predictions, t.dead_letter, t.queries, t.labels]
-            )
-            if created:
-                log.info("created topics %s with %d partitions", created, k.partitions)
-        return KafkaSource(k, cfg.source.batch_size), KafkaSink(k)
-    return build_source(cfg), MemorySink()
-
-
-def build_source(cfg: Config) -> Source:
-    """The embedded source the config names."""
-    src = cfg.source
-    if src.kind == "kafka":
-        raise ValueError("source.kind 'kafka' is built by build_io (it needs its sink)")
-    if src.kind == "file":
-        return MemorySource(replay(src.file), topic=f"file:{src.file.path}", rate=src.file.rate)
-    return MemorySource(
-        build_family(src.synthetic),
-        topic=f"synthetic:{src.synthetic.family}",
-        rate=src.synthetic.rate,
-    )
 
 
 class Daemon:
@@ -105,6 +69,7 @@ class Daemon:
             m.feature_names,
         )
         self.learner = OnlineLearner(self.spec, cfg.learner, theta0, standardize=m.standardize)
+        self.resetter = Resetter(self.learner, cfg.drift)
         self.baseline = (
             GlobalBaseline(self.spec, cfg.learner, theta0, cfg.metrics.baseline_batch)
             if cfg.metrics.baseline == "global_model"
@@ -270,6 +235,7 @@ class Daemon:
         daemon has seen nothing yet, so it starts in the space the init was trained in);
         ``use_rates`` also takes the learned per-parameter rates for online steps."""
         self.learner.set_theta0(init.theta0, init.version, init.rates if use_rates else None)
+        self.learner.set_pool(init.pool)
         self._meta = MetaParams(init.theta0.float(), init.rates.float().log())
         scaler = self.learner.scaler
         if init.scaler is not None and scaler is not None and scaler.count == 0:
@@ -302,56 +268,16 @@ class Daemon:
         return len(records)
 
     def _meta_tick(self) -> None:
-        """Install a finished candidate if it is better; start the next run when due."""
-        trainer, tasks, mt = self.meta_trainer, self.tasks, self.metrics
-        if trainer is None or tasks is None:
-            return
-        try:
-            outcome = trainer.result()
-        except Exception as exc:  # a failed run must never take the stream down
-            mt.meta_runs.labels("failed").inc()
-            log.error("background meta-training failed: %s", exc)
-            outcome = None
-        if outcome is not None:
-            mt.meta_seconds.observe(outcome.seconds)
-            mt.meta_loss_before.set(outcome.loss_before)
-            mt.meta_loss_after.set(outcome.loss_after)
-            if trainer.promotes(outcome):
-                version = self.learner.model_version + 1
-                cand = outcome.candidate
-                rates = cand.log_rate.exp() if self.cfg.meta.use_learned_rates else None
-                self.learner.set_theta0(cand.theta0, version, rates)
-                self._meta = cand
-                mt.model_version.set(version)
-                mt.meta_runs.labels("promoted").inc()
-                log.info(
-                    "meta-init version %d promoted: held-out meta-loss %.4f -> %.4f (%.1f s on %s)",
-                    version,
-                    outcome.loss_before,
-                    outcome.loss_after,
-                    outcome.seconds,
-                    outcome.device,
-                )
-            else:
-                mt.meta_runs.labels("rejected").inc()
-                log.info(
-                    "meta-training candidate rejected: %.4f -> %.4f",
-                    outcome.loss_before,
-                    outcome.loss_after,
-                )
-        mt.meta_buffer_tasks.set(tasks.n_tasks)
-        mt.meta_buffer_examples.set(tasks.n_examples)
-        if trainer.due(self.labels_seen):
-            self._meta = MetaParams(self.learner.theta0, self._meta.log_rate)
-            try:
-                started = trainer.start(tasks, self._meta, self.labels_seen)
-            except Exception as exc:  # e.g. a broken worker pool: rebuilt at the next start
-                trainer.close()
-                mt.meta_runs.labels("failed").inc()
-                log.error("cannot start background meta-training: %s", exc)
-                return
-            if not started:
-                mt.meta_runs.labels("skipped").inc()
+        if self.meta_trainer is not None and self.tasks is not None:
+            self._meta = meta_tick(
+                self.meta_trainer,
+                self.tasks,
+                self.learner,
+                self.metrics,
+                self._meta,
+                self.labels_seen,
+                use_learned_rates=self.cfg.meta.use_learned_rates,
+            )
 
     def _learn(self, batch: EventBatch) -> None:
         mt, cfg = self.metrics, self.cfg
@@ -405,6 +331,7 @@ class Daemon:
         keys_l = [k for k, is_l in zip(batch.keys, labelled.tolist(), strict=True) if is_l]
         if self.tasks is not None:
             self.tasks.add(keys_l, res.x_std[labelled], batch.y[labelled])
+        self.resetter.observe(keys_l, res.x_std[labelled], batch.y[labelled])
         for length in self.recovery.observe(quality):
             mt.recovery.observe(length)
         report = self.drift.update(keys_l, res.error[labelled].tolist())
@@ -412,7 +339,9 @@ class Daemon:
             if self.tasks is not None:
                 self.tasks.close_segments(report.drifted_keys)
             mt.drifts.labels("key").inc(len(report.drifted_keys))
-            mt.resets.labels("key_drift").inc(self.learner.reset(report.drifted_keys))
+            mt.resets.labels("key_drift").inc(
+                self._count_starts(self.resetter.reset(report.drifted_keys))
+            )
         if report.global_drift:
             if self.tasks is not None:
                 self.tasks.close_all()
@@ -421,8 +350,13 @@ class Daemon:
             self.recovery.drift()
             mt.unrecovered.inc(self.recovery.unrecovered - unrecovered_before)
             if cfg.drift.on_global_drift == "reset_all":
-                mt.resets.labels("global_drift").inc(self.learner.reset_all())
+                mt.resets.labels("global_drift").inc(self._count_starts(self.resetter.reset_all()))
         mt.active_keys.set(self.learner.n_keys)
+
+    def _count_starts(self, by_start: dict[int, int]) -> int:
+        for start, n in by_start.items():
+            self.metrics.reset_starts.labels(str(start)).inc(n)
+        return sum(by_start.values())
 
     def run(self, max_events: int = 0, status: Callable[[str], None] | None = None) -> int:
         """Process until stopped, the source ends, or ``max_events`` records; returns 0."""

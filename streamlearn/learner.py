@@ -25,6 +25,7 @@ import torch
 from streamlearn import lanes
 from streamlearn.config import LearnerConfig
 from streamlearn.messages import EventBatch
+from streamlearn.meta.pool import MAX_POOL
 from streamlearn.model import ModelSpec
 from streamlearn.optim import AdagradState, adagrad_step, proximal_grad
 from streamlearn.scaling import RunningStandardizer
@@ -108,7 +109,7 @@ class OnlineLearner:
     >>> batch = EventBatch(["1", "2"], ["a", "a"], np.zeros(2), np.array([[1.0], [1.0]]),
     ...                    np.array([1.0, 1.0]))
     >>> [round(v, 3) for v in learner.process(batch).p.tolist()]  # second sees the first
-    [0.5, 0.622]
+    [0.5, 0.604]
     """
 
     def __init__(
@@ -133,6 +134,11 @@ class OnlineLearner:
         self._version = version
         self._params = np.tile(self._theta0, (_MIN_CAPACITY, 1))
         self._accum = np.full_like(self._params, cfg.initial_accumulator)
+        # The starts a key can be reset to: row 0 is theta0, rows 1..K a meta-init pool
+        # (streamlearn.meta.pool). A key's proximal term pulls towards the start it was
+        # last reset to.
+        self._pool = np.zeros((0, spec.n_params), dtype=np.float32)
+        self._start_of = np.zeros(_MIN_CAPACITY, dtype=np.int64)
 
     # -- state, read through properties ----------------------------------------------------
 
@@ -147,6 +153,11 @@ class OnlineLearner:
     @property
     def n_keys(self) -> int:
         return len(self.keys)
+
+    @property
+    def starts(self) -> np.ndarray:
+        """``[1 + K, P]``: theta0, then the pool's members."""
+        return np.concatenate([self._theta0[None], self._pool])
 
     def params_of(self, key: str) -> torch.Tensor:
         """Current fast weights of ``key`` (theta0 for a key never seen)."""
@@ -184,19 +195,45 @@ class OnlineLearner:
         self._rates = None if rates is None else _as_row(rates)
         self._version = version
 
-    def reset(self, keys: Iterable[str]) -> int:
-        """Fast weights and AdaGrad state of ``keys`` back to theta0; returns how many."""
+    def set_pool(self, pool: torch.Tensor | None) -> None:
+        """Install a meta-init pool (``[K, P]``) as starts ``1..K``; None removes it. Keys keep
+        their weights; their proximal terms pull towards theta0 until their next reset."""
+        p = self.spec.n_params
+        if pool is None:
+            pool = torch.zeros(0, p)
+        if pool.ndim != 2 or pool.shape[1] != p or len(pool) > MAX_POOL:
+            raise ValueError(
+                f"meta-init pool shape {tuple(pool.shape)}: needs (K <= {MAX_POOL}, {p})"
+            )
+        self._pool = np.ascontiguousarray(pool.detach().cpu().numpy(), dtype=np.float32)
+        self._start_of[:] = 0
+
+    def reset(self, keys: Iterable[str], start: int = 0) -> int:
+        """Fast weights of ``keys`` back to start ``start`` (0: theta0); returns how many.
+
+        From theta0, a starting point made for fast adaptation, the AdaGrad state restarts
+        too. A pool member is a fitted concept: the keys keep their AdaGrad state, so they
+        refine it with the small steps they had reached instead of relearning it.
+        """
         slots = [s for k in keys if (s := self.keys.get(k)) is not None]
         if slots:
-            self._params[slots] = self._theta0
-            self._accum[slots] = self.cfg.initial_accumulator
+            self._reset_slots(np.asarray(slots, dtype=np.int64), start)
         return len(slots)
 
-    def reset_all(self) -> int:
+    def reset_all(self, start: int = 0) -> int:
         n = len(self.keys)
-        self._params[:n] = self._theta0
-        self._accum[:n] = self.cfg.initial_accumulator
+        self._reset_slots(np.arange(n), start)
         return n
+
+    def _reset_slots(self, slots: np.ndarray, start: int) -> None:
+        if not 0 <= start <= len(self._pool):
+            raise ValueError(
+                f"start {start} is not theta0 (0) or a pool member (1..{len(self._pool)})"
+            )
+        self._params[slots] = self.starts[start]
+        self._start_of[slots] = start
+        if start == 0:
+            self._accum[slots] = self.cfg.initial_accumulator
 
     def _ensure_capacity(self, n: int) -> None:
         cap = self._params.shape[0]
@@ -204,6 +241,7 @@ class OnlineLearner:
             return
         extra = max(n, 2 * cap) - cap
         self._params = np.concatenate([self._params, np.tile(self._theta0, (extra, 1))])
+        self._start_of = np.concatenate([self._start_of, np.zeros(extra, dtype=np.int64)])
         self._accum = np.concatenate(
             [
                 self._accum,
@@ -237,6 +275,7 @@ class OnlineLearner:
         p_out = np.empty((n, spec.n_outputs), dtype=np.float32)
         loss_out = np.empty(n, dtype=np.float32)
         params, accum, theta0 = self._params, self._accum, self._theta0
+        starts = self.starts if len(self._pool) else None
         lr: float | np.ndarray = cfg.learning_rate if self._rates is None else self._rates
         lam, eps = cfg.proximal_lambda, cfg.adagrad_eps
         max_sq = cfg.max_step_norm**2
@@ -256,7 +295,8 @@ class OnlineLearner:
                 g, p, loss = lanes.grad(spec, w, xs[lo:hi], ys[lo:hi])
                 p_out[lo:hi] = p
                 loss_out[lo:hi] = loss
-                g = proximal_grad(g, w, theta0, lam) * mask[lo:hi]
+                anchor = theta0 if starts is None else starts[self._start_of[sl]]
+                g = proximal_grad(g, w, anchor, lam) * mask[lo:hi]
                 w_new, state, step = adagrad_step(w, AdagradState(accum[sl]), g, lr, eps)
                 # Guard: an update with a non-finite loss, parameters or AdaGrad state, or a
                 # step longer than max_step_norm, is rolled back for that key, never kept. (A
@@ -304,6 +344,8 @@ class OnlineLearner:
             "params": torch.from_numpy(self._params[:n].copy()),
             "accum": torch.from_numpy(self._accum[:n].copy()),
             "scaler": self.scaler.state_dict() if self.scaler else None,
+            "pool": torch.from_numpy(self._pool.copy()),
+            "start_of": torch.from_numpy(self._start_of[:n].copy()),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -328,6 +370,10 @@ class OnlineLearner:
         self._accum = np.full_like(self._params, self.cfg.initial_accumulator)
         self._params[: len(keys)] = params.numpy()
         self._accum[: len(keys)] = accum.numpy()
+        self.set_pool(state.get("pool"))  # absent in checkpoints from before pools
+        self._start_of = np.zeros(len(self._params), dtype=np.int64)
+        if "start_of" in state and len(self._pool):
+            self._start_of[: len(keys)] = state["start_of"].numpy()
         scaler = state.get("scaler")
         if self.scaler is not None and scaler is not None:
             self.scaler.load_state_dict(scaler)

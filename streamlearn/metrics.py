@@ -137,6 +137,13 @@ class Metrics:
         )
         self._last_drift_at = time.time()
         self.since_drift.set_function(lambda: time.time() - self._last_drift_at)
+        self.reset_starts = Counter(
+            "streamlearn_reset_starts",
+            "Keys reset after drift, by the start chosen (0: theta0; i: meta-init pool member i).",
+            ["start"],
+            registry=r,
+        )
+        self.reset_starts.labels("0")
         self.resets = _counter_by(
             r,
             "streamlearn_resets",

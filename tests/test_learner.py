@@ -72,7 +72,7 @@ def test_learner_equals_sequential_reference_built_on_torch_func():
         return spec.loss_one(w, xi, yi) + 0.5 * cfg.proximal_lambda * ((w - theta0) ** 2).sum()
 
     w = {k: theta0.clone() for k in set(keys)}
-    acc = {k: torch.zeros_like(theta0) for k in set(keys)}
+    acc = {k: torch.full_like(theta0, cfg.initial_accumulator) for k in set(keys)}
     for i, k in enumerate(keys):
         xi = torch.tensor(x[i], dtype=torch.float32)
         p = torch.sigmoid(spec.forward_one(w[k], xi[None]))[0, 0]
@@ -135,7 +135,9 @@ def test_guard_rolls_back_non_finite_updates_per_key():
     res = learner.process(_batch(["bad", "ok"], [[1.0], [1.0]], [1e30, 1.0]))
     assert res.rollbacks == 1
     assert torch.equal(learner.params_of("bad"), torch.zeros(2))
-    assert torch.equal(learner.accum_of("bad"), torch.zeros(2))
+    assert torch.equal(
+        learner.accum_of("bad"), torch.full((2,), LearnerConfig().initial_accumulator)
+    )
     assert float(learner.params_of("ok")[1]) > 0
     res = learner.process(_batch(["bad"], [[1.0]], [1.0]))  # the key still learns afterwards
     assert res.rollbacks == 0

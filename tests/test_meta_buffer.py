@@ -65,8 +65,12 @@ def test_learned_per_parameter_rates_drive_the_online_steps():
     learner.set_theta0(torch.zeros(2), version=1, rates=torch.tensor([0.0, 0.25]))
     batch = EventBatch(["1"], ["k"], np.zeros(1), np.array([[2.0]]), np.array([1.0]))
     learner.process(batch)
-    # AdaGrad's first step moves each weight by its rate (g / |g|): weight 0, bias 0.25.
-    torch.testing.assert_close(learner.params_of("k"), torch.tensor([0.0, 0.25]))
+    # p = 0.5, y = 1: g = (-1, -0.5); AdaGrad's first step is rate * |g| / sqrt(acc0 + g^2),
+    # so the weight (rate 0) stays and the bias moves by 0.25 * 0.5 / sqrt(0.1 + 0.25).
+    bias = 0.25 * 0.5 / np.sqrt(LearnerConfig().initial_accumulator + 0.25)
+    torch.testing.assert_close(
+        learner.params_of("k"), torch.tensor([0.0, bias], dtype=torch.float32)
+    )
 
 
 @pytest.mark.slow

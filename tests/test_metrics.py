@@ -16,6 +16,7 @@ from streamlearn.io.synthetic import build_family
 from tests.helpers import sample
 
 EXPECTED_TYPES = {
+    "streamlearn_reset_starts": "counter",
     "streamlearn_events": "counter",
     "streamlearn_labels": "counter",
     "streamlearn_predictions": "counter",
@@ -45,7 +46,8 @@ EXPECTED_TYPES = {
     "streamlearn_checkpoint_duration_seconds": "histogram",
     "streamlearn_last_checkpoint_timestamp_seconds": "gauge",
 }
-ALLOWED_LABELS = {"reason", "scope", "cause", "outcome", "le", "version", "task"}
+# "start": 0..K for a meta-init pool of K <= MAX_POOL members
+ALLOWED_LABELS = {"reason", "scope", "cause", "outcome", "le", "version", "task", "start"}
 
 
 def _cfg(**synthetic: object) -> Config:

@@ -1,8 +1,10 @@
 """Meta-init files: what ``streamlearn meta-train`` writes and ``run --meta-init`` loads.
 
 One ``torch.save`` file of tensors and plain values (loaded with ``weights_only=True``): the
-starting point ``theta0``, the learned per-parameter inner rates, the model layout it was
-trained for, the feature standardisation it was trained in, a version and a summary.
+starting point ``theta0``, the learned per-parameter inner rates, optionally a pool of
+further starts for recurring concepts (``[K, P]``, see :mod:`streamlearn.meta.pool`), the
+model layout it was trained for, the feature standardisation it was trained in, a version and
+a summary.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class MetaInit:
     version: int
     scaler: dict[str, Any] | None
     summary: dict[str, Any]
+    pool: torch.Tensor | None = None  # [K, P]: starts for recurring concepts, or none
 
 
 def _layout(spec: ModelSpec) -> dict[str, Any]:
@@ -48,6 +51,7 @@ def save_meta_init(path: str | Path, spec: ModelSpec, init: MetaInit) -> None:
             "version": init.version,
             "scaler": init.scaler,
             "summary": init.summary,
+            "pool": None if init.pool is None else init.pool.detach().cpu().float(),
         },
         Path(path),
     )
@@ -76,10 +80,14 @@ def load_meta_init(path: str | Path, spec: ModelSpec) -> MetaInit:
             f"--meta-init {str(path)!r} was trained for model {payload['layout']}, "
             f"the config describes {_layout(spec)}"
         )
+    pool = payload.get("pool")
+    if pool is not None and (pool.ndim != 2 or pool.shape[1] != payload["theta0"].shape[0]):
+        raise ValueError(f"--meta-init {str(path)!r}: pool of shape {tuple(pool.shape)} is corrupt")
     return MetaInit(
         payload["theta0"],
         payload["rates"],
         int(payload["version"]),
         payload["scaler"],
         dict(payload["summary"]),
+        pool,
     )

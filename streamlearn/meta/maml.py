@@ -38,7 +38,7 @@ class InnerRule:
     lam: float = 0.0
     rule: Literal["adagrad", "sgd"] = "adagrad"
     eps: float = 1e-10
-    initial_accumulator: float = 0.0
+    initial_accumulator: float = 0.1
 
     def __post_init__(self) -> None:
         if self.steps < 1:

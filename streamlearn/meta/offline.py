@@ -4,7 +4,8 @@ Tasks are the stream's (entity, segment) pieces: for a synthetic family a segmen
 the generating concept changes (its ground truth); for a file, every ``segment_events``
 labelled events of a key. Features are standardised with statistics of the whole training
 stream, which the file carries so the daemon starts in the same space. 10% of the tasks are
-held out to report the meta-loss before and after.
+held out to report the meta-loss before and after. With ``--pool-size K`` it also trains a
+pool of K starts for recurring concepts (:mod:`streamlearn.meta.pool`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from streamlearn.io.synthetic import LabelledEvent
 from streamlearn.meta.initfile import MetaInit
 from streamlearn.meta.maml import InnerRule, MetaParams, TaskBatch, meta_loss
 from streamlearn.meta.outer import OuterLoop
-from streamlearn.meta.tasks import TaskBuffer
+from streamlearn.meta.pool import cluster_tasks, pool_meta_loss, task_fits
+from streamlearn.meta.tasks import TaskBuffer, TaskSnapshot
 from streamlearn.model import ModelSpec
 from streamlearn.scaling import RunningStandardizer
 
@@ -38,12 +40,16 @@ class OfflineSettings:
     outer_lr: float = 3e-3
     first_order: bool = False
     segment_events: int = 500
+    initial_accumulator: float = 0.1
+    pool_size: int = 1
+    pool_steps: int = 500
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in ("maml", "imaml"):
             raise ValueError(f"--method must be 'maml' or 'imaml', got {self.method!r}")
-        for name in ("steps", "tasks_per_step", "support", "query", "inner_steps"):
+        names = ("steps", "tasks_per_step", "support", "query", "inner_steps", "pool_size")
+        for name in names:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
 
@@ -86,6 +92,47 @@ def build_buffers(
     return train, test, scaler
 
 
+@dataclass(frozen=True)
+class MetaResult:
+    params: MetaParams
+    pool: list[MetaParams]  # empty unless settings.pool_size > 1
+    summary: dict[str, float]
+
+
+def _train(
+    spec: ModelSpec,
+    rule: InnerRule,
+    start: MetaParams,
+    tasks: TaskSnapshot,
+    steps: int,
+    settings: OfflineSettings,
+    rng: np.random.Generator,
+    desc: str,
+    progress: bool,
+    learn_rates: bool = True,
+) -> MetaParams:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    loop = OuterLoop(
+        settings.method,
+        spec,
+        rule,
+        start,
+        outer_lr=settings.outer_lr,
+        device=device,
+        first_order=settings.first_order,
+        learn_rates=learn_rates,
+    )
+    bar = tqdm(range(steps), desc=f"{desc} ({settings.method}, {device})", disable=not progress)
+    for i in bar:
+        loss = loop.step(
+            tasks.sample(settings.tasks_per_step, settings.support, settings.query, rng)
+        )
+        if i % 50 == 0:
+            bar.set_postfix(meta_loss=f"{loss:.4f}")
+    bar.close()
+    return loop.params
+
+
 def meta_train(
     spec: ModelSpec,
     theta0: torch.Tensor,
@@ -94,11 +141,15 @@ def meta_train(
     settings: OfflineSettings,
     *,
     progress: bool = True,
-) -> tuple[MetaParams, dict[str, float]]:
-    """Meta-train from ``theta0``; returns the result and held-out meta-losses."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+) -> MetaResult:
+    """Meta-train from ``theta0`` (then, with ``pool_size`` K > 1, one start per cluster of
+    tasks, each warm-started from the shared result); held-out meta-losses in the summary."""
     rng = np.random.default_rng(settings.seed)
-    rule = InnerRule(steps=settings.inner_steps, lam=settings.lam)
+    rule = InnerRule(
+        steps=settings.inner_steps,
+        lam=settings.lam,
+        initial_accumulator=settings.initial_accumulator,
+    )
     held: TaskBatch = test.sample(200, settings.support, settings.query, rng)
 
     def held_loss(p: MetaParams) -> float:
@@ -106,32 +157,30 @@ def meta_train(
 
     start = MetaParams(theta0, torch.full_like(theta0, float(np.log(settings.inner_rate))))
     before = held_loss(start)
-    trainer = OuterLoop(
-        settings.method,
-        spec,
-        rule,
-        start,
-        outer_lr=settings.outer_lr,
-        device=device,
-        first_order=settings.first_order,
-    )
-    bar = tqdm(
-        range(settings.steps),
-        desc=f"meta-train ({settings.method}, {device})",
-        disable=not progress,
-    )
-    for i in bar:
-        loss = trainer.step(
-            train.sample(settings.tasks_per_step, settings.support, settings.query, rng)
+    tasks = train.snapshot(settings.support + settings.query)
+    if len(tasks) == 0:
+        raise ValueError(f"no training task holds {settings.support + settings.query} examples")
+    result = _train(spec, rule, start, tasks, settings.steps, settings, rng, "meta-train", progress)
+    summary = {"held_out_before": before, "held_out_after": held_loss(result)}
+    pool: list[MetaParams] = []
+    if settings.pool_size > 1:
+        labels = cluster_tasks(
+            task_fits(spec, rule, result, tasks), settings.pool_size, settings.seed
         )
-        if i % 50 == 0:
-            bar.set_postfix(meta_loss=f"{loss:.4f}")
-    bar.close()
-    result = trainer.params
-    return result, {"held_out_before": before, "held_out_after": held_loss(result)}
+        for c in range(settings.pool_size):
+            sub = tasks.subset(labels == c)
+            desc = f"pool {c + 1}/{settings.pool_size}, {len(sub)} tasks"
+            # The rates stay the shared ones: online, every start steps at those rates, and a
+            # cluster's tasks alone would push its rates as far as its easiest tasks allow.
+            member = _train(
+                spec, rule, result, sub, settings.pool_steps, settings, rng, desc, progress, False
+            )
+            pool.append(member)
+        summary["held_out_after_pool"] = float(pool_meta_loss(spec, rule, [result, *pool], held))
+    return MetaResult(result, pool, summary)
 
 
-def to_meta_init(
-    params: MetaParams, scaler: RunningStandardizer, version: int, summary: dict[str, float]
-) -> MetaInit:
-    return MetaInit(params.theta0, params.log_rate.exp(), version, scaler.state_dict(), summary)
+def to_meta_init(result: MetaResult, scaler: RunningStandardizer, version: int) -> MetaInit:
+    p = result.params
+    pool = torch.stack([m.theta0 for m in result.pool]) if result.pool else None
+    return MetaInit(p.theta0, p.log_rate.exp(), version, scaler.state_dict(), result.summary, pool)

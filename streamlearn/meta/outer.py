@@ -12,8 +12,8 @@ IMPLICIT_DEFAULT_LAMBDA = 1.0  # the implicit path needs lam > 0; used when the 
 
 
 class OuterLoop:
-    """MAML (``theta0`` and the per-parameter rates) or iMAML (``theta0`` only; the rates
-    stay as given), started from ``start``.
+    """MAML (``theta0`` and, unless ``learn_rates`` is off, the per-parameter rates) or
+    iMAML (``theta0`` only; the rates stay as given), started from ``start``.
 
     >>> import math
     >>> spec = ModelSpec(1, "regression")
@@ -33,6 +33,7 @@ class OuterLoop:
         outer_lr: float,
         device: str | torch.device,
         first_order: bool = False,
+        learn_rates: bool = True,
     ) -> None:
         if method not in ("maml", "imaml"):
             raise ValueError(f"meta.method must be 'maml' or 'imaml', got {method!r}")
@@ -47,6 +48,7 @@ class OuterLoop:
                 rate=rate,
                 outer_lr=outer_lr,
                 first_order=first_order,
+                learn_rates=learn_rates,
                 device=device,
             )
             with torch.no_grad():

@@ -44,6 +44,10 @@ class TaskSnapshot:
     def __len__(self) -> int:
         return len(self.n)
 
+    def subset(self, mask: np.ndarray) -> TaskSnapshot:
+        """The tasks where ``mask`` is true."""
+        return TaskSnapshot(self.x[mask], self.y[mask], self.n[mask])
+
     def sample(
         self, n_tasks: int, k_support: int, k_query: int, rng: np.random.Generator
     ) -> TaskBatch:

@@ -1,0 +1,50 @@
+"""What the config builds: the model layout and the source and sink it names."""
+
+from __future__ import annotations
+
+import logging
+
+from streamlearn.config import Config
+from streamlearn.io.base import Sink, Source
+from streamlearn.io.files import replay
+from streamlearn.io.memory import MemorySink, MemorySource
+from streamlearn.io.synthetic import build_family
+from streamlearn.model import ModelSpec
+
+log = logging.getLogger("streamlearn")
+
+
+def build_spec(cfg: Config) -> ModelSpec:
+    m = cfg.model
+    return ModelSpec(m.n_features, m.task, m.n_classes, tuple(m.hidden), m.activation)
+
+
+def build_io(cfg: Config) -> tuple[Source, Sink]:
+    """The source and sink the config names; Kafka topics are created when absent."""
+    if cfg.source.kind == "kafka":
+        from streamlearn.io.kafka import KafkaSink, KafkaSource, ensure_topics
+
+        k = cfg.kafka
+        if k.create_topics:
+            t = k.topics
+            created = ensure_topics(
+                k, [t.events, t.predictions, t.dead_letter, t.queries, t.labels]
+            )
+            if created:
+                log.info("created topics %s with %d partitions", created, k.partitions)
+        return KafkaSource(k, cfg.source.batch_size), KafkaSink(k)
+    return build_source(cfg), MemorySink()
+
+
+def build_source(cfg: Config) -> Source:
+    """The embedded source the config names."""
+    src = cfg.source
+    if src.kind == "kafka":
+        raise ValueError("source.kind 'kafka' is built by build_io (it needs its sink)")
+    if src.kind == "file":
+        return MemorySource(replay(src.file), topic=f"file:{src.file.path}", rate=src.file.rate)
+    return MemorySource(
+        build_family(src.synthetic),
+        topic=f"synthetic:{src.synthetic.family}",
+        rate=src.synthetic.rate,
+    )
