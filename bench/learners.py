@@ -77,7 +77,8 @@ def build_stream(name: str) -> list[Example]:
 # -- learners: each returns P(class 1) for every example, predicted before learning ---------
 
 
-def run_streamlearn(stream: list[Example]) -> list[float]:
+def run_streamlearn(stream: list[Example], learner: dict[str, Any] | None = None) -> list[float]:
+    """The daemon in process; ``learner`` overrides the ``learner`` config section."""
     from prometheus_client import CollectorRegistry
 
     from streamlearn.config import load_config
@@ -87,7 +88,11 @@ def run_streamlearn(stream: list[Example]) -> list[float]:
 
     d = len(stream[0][1])
     cfg = load_config(
-        overrides={"model": {"n_features": d}, "source": {"synthetic": {"n_features": d}}},
+        overrides={
+            "model": {"n_features": d},
+            "source": {"synthetic": {"n_features": d}},
+            "learner": learner or {},
+        },
         env={},
     )
     probs: list[float] = []
@@ -207,16 +212,20 @@ def worker(stream_name: str, learner: str) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     stream = build_stream(stream_name)
-    probs = np.asarray(RUNNERS[learner](stream), dtype=np.float64)
+    return {"learner": learner, **score(stream_name, stream, RUNNERS[learner](stream))}
+
+
+def score(stream_name: str, stream: list[Example], predictions: list[float]) -> dict[str, Any]:
+    """Prequential accuracy, log loss, speed of the timed loop, peak RSS and recovery."""
+    probs = np.asarray(predictions, dtype=np.float64)
     y = np.asarray([e[2] for e in stream], dtype=np.float64)
     if len(probs) != len(y):
-        raise RuntimeError(f"{learner} returned {len(probs)} predictions for {len(y)} examples")
+        raise RuntimeError(f"{len(probs)} predictions for {len(y)} examples")
     correct = ((probs >= 0.5) == (y == 1)).astype(np.float64)
     p = np.clip(probs, 1e-15, 1 - 1e-15)
     logloss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
     return {
         "stream": stream_name,
-        "learner": learner,
         "n": len(y),
         "accuracy": float(correct.mean()),
         "logloss": logloss,

@@ -195,12 +195,48 @@ class ModelConfig(_Strict):
         return self
 
 
+class CurriculumConfig(_Strict):
+    """Per-sample step multiplier ``floor + (1 - floor) * sigmoid(steepness * (margin -
+    midpoint))`` (streamlearn.optim.curriculum)."""
+
+    enabled: bool = False
+    midpoint: float = -2.0
+    steepness: PositiveFloat = 2.0
+    floor: Annotated[float, Field(ge=0, le=1)] = 0.1
+
+
+class HypergradientConfig(_Strict):
+    """Online adaptation of the base rate from ``d loss_t / d eta``
+    (streamlearn.optim.hypergradient), within ``[low, high]``."""
+
+    enabled: bool = False
+    beta: PositiveFloat = 0.01
+    low: PositiveFloat = 0.01
+    high: PositiveFloat = 10.0
+
+
 class LearnerConfig(_Strict):
     learning_rate: PositiveFloat = 0.5
     adagrad_eps: PositiveFloat = 1e-10
     initial_accumulator: Annotated[float, Field(ge=0)] = 0.1
     proximal_lambda: Annotated[float, Field(ge=0)] = 0.001
     max_step_norm: PositiveFloat = 1e3
+    # > 0: an update that raises its own example's loss above this factor times the loss
+    # before (plus guard_loss_floor) is rolled back; 0: off.
+    guard_loss_factor: Annotated[float, Field(ge=0)] = 0.0
+    guard_loss_floor: Annotated[float, Field(ge=0)] = 0.01
+    curriculum: CurriculumConfig = CurriculumConfig()
+    hypergradient: HypergradientConfig = HypergradientConfig()
+
+    @model_validator(mode="after")
+    def _rate_in_bounds(self) -> LearnerConfig:
+        h = self.hypergradient
+        if h.enabled and not h.low <= self.learning_rate <= h.high:
+            raise ValueError(
+                f"learner.learning_rate ({self.learning_rate}) must lie within "
+                f"learner.hypergradient.low..high ({h.low}..{h.high})"
+            )
+        return self
 
 
 class DriftConfig(_Strict):

@@ -328,6 +328,9 @@ class Daemon:
         if res.rollbacks:
             mt.rollbacks.inc(res.rollbacks)
         mt.update_norm.set(res.mean_step)
+        mt.step_size.set(res.eta)
+        mt.hypergradient.set(res.hypergradient)
+        mt.curriculum_weight.set(res.curriculum)
         keys_l = [k for k, is_l in zip(batch.keys, labelled.tolist(), strict=True) if is_l]
         if self.tasks is not None:
             self.tasks.add(keys_l, res.x_std[labelled], batch.y[labelled])

@@ -67,6 +67,22 @@ def predict(spec: ModelSpec, flat: np.ndarray, x: np.ndarray) -> np.ndarray:
     return predict_from_logits(spec, forward(spec, flat, x)[-1])
 
 
+def _data_loss(spec: ModelSpec, z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    if spec.task == "binary":
+        zc = z[:, 0]
+        return np.asarray(np.logaddexp(0.0, zc) - y * zc)
+    if spec.task == "multiclass":
+        m = z.max(1, keepdims=True)
+        lse = (m + np.log(np.exp(z - m).sum(1, keepdims=True)))[:, 0]
+        return np.asarray(lse - z[np.arange(len(z)), y.astype(np.int64)])
+    return np.asarray(0.5 * (z[:, 0] - y) ** 2)
+
+
+def loss(spec: ModelSpec, flat: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-lane data loss (no gradient): what the guard re-checks after a step."""
+    return _data_loss(spec, forward(spec, flat, x)[-1], y)
+
+
 def grad(
     spec: ModelSpec, flat: np.ndarray, x: np.ndarray, y: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -79,20 +95,14 @@ def grad(
     z = acts[-1]
     p = predict_from_logits(spec, z)
     lanes = flat.shape[0]
+    data_loss = _data_loss(spec, z, y)
     if spec.task == "binary":
-        zc = z[:, 0]
-        loss = np.logaddexp(0.0, zc) - y * zc
         delta = p - y[:, None]
     elif spec.task == "multiclass":
-        m = z.max(1, keepdims=True)
-        lse = (m + np.log(np.exp(z - m).sum(1, keepdims=True)))[:, 0]
-        cls = y.astype(np.int64)
-        loss = lse - z[np.arange(lanes), cls]
         delta = p.copy()
-        delta[np.arange(lanes), cls] -= 1.0
+        delta[np.arange(lanes), y.astype(np.int64)] -= 1.0
     else:
         delta = z - y[:, None]
-        loss = 0.5 * delta[:, 0] ** 2
     g = np.empty_like(flat)
     for i in range(len(spec.layers) - 1, -1, -1):
         start, n_in, n_out = spec.layers[i]
@@ -104,4 +114,4 @@ def grad(
             w = flat[:, start:mid].reshape(lanes, n_out, n_in)
             dh = np.matmul(delta[:, None, :], w)[:, 0, :]
             delta = dh * (1.0 - h_in * h_in) if spec.activation == "tanh" else dh * (h_in > 0)
-    return g, p, loss
+    return g, p, data_loss

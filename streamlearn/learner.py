@@ -24,10 +24,12 @@ import torch
 
 from streamlearn import lanes
 from streamlearn.config import LearnerConfig
+from streamlearn.keys import KeyTable, rounds
 from streamlearn.messages import EventBatch
 from streamlearn.meta.pool import MAX_POOL
 from streamlearn.model import ModelSpec
 from streamlearn.optim import AdagradState, adagrad_step, proximal_grad
+from streamlearn.optim.stepsize import StepSizer
 from streamlearn.scaling import RunningStandardizer
 
 _MIN_CAPACITY = 64
@@ -48,56 +50,13 @@ class StepResult:
     rollbacks: int
     mean_step: float
     x_std: np.ndarray
+    eta: float = 0.0  # the base rate after this poll (hypergradient)
+    hypergradient: float = 0.0  # its last signal, mean -cos(g_t, u_{t-1})
+    curriculum: float = 1.0  # mean curriculum multiplier of the poll's steps
 
     @property
     def error(self) -> np.ndarray:
         return np.where(np.isnan(self.correct), self.loss, 1.0 - self.correct)
-
-
-class KeyTable:
-    """Maps entity keys to rows of the per-key tables, in order of first sight.
-
-    >>> table = KeyTable()
-    >>> rows, new = table.slots_for(["b", "a", "b"])
-    >>> rows.tolist(), new, table.names()
-    ([0, 1, 0], ['b', 'a'], ['b', 'a'])
-    """
-
-    def __init__(self) -> None:
-        self._slots: dict[str, int] = {}
-
-    def __len__(self) -> int:
-        return len(self._slots)
-
-    def get(self, key: str) -> int | None:
-        return self._slots.get(key)
-
-    def slots_for(self, keys: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-        """Row of every key, adding rows for unseen keys; returns the new keys too."""
-        table = self._slots
-        new: list[str] = []
-        out = np.empty(len(keys), dtype=np.int64)
-        for i, k in enumerate(keys):
-            s = table.get(k)
-            if s is None:
-                s = table[k] = len(table)
-                new.append(k)
-            out[i] = s
-        return out, new
-
-    def names(self) -> list[str]:
-        return list(self._slots)
-
-
-def rounds(slots: np.ndarray) -> tuple[np.ndarray, list[int]]:
-    """Order of events by (occurrence within key, arrival) and the size of each round."""
-    seen: dict[int, int] = {}
-    occ = np.empty(len(slots), dtype=np.int64)
-    for i, s in enumerate(slots.tolist()):
-        occ[i] = seen.get(s, 0)
-        seen[s] = occ[i] + 1
-    order = np.argsort(occ, kind="stable")
-    return order, np.bincount(occ).tolist() if len(occ) else []
 
 
 class OnlineLearner:
@@ -139,6 +98,9 @@ class OnlineLearner:
         # last reset to.
         self._pool = np.zeros((0, spec.n_params), dtype=np.float32)
         self._start_of = np.zeros(_MIN_CAPACITY, dtype=np.int64)
+        self.sizer = StepSizer(spec, cfg)
+        # Each key's last AdaGrad direction, for the rate hypergradient (zeros: none yet).
+        self._direction = np.zeros_like(self._params) if self.sizer.hyper else None
 
     # -- state, read through properties ----------------------------------------------------
 
@@ -232,6 +194,8 @@ class OnlineLearner:
             )
         self._params[slots] = self.starts[start]
         self._start_of[slots] = start
+        if self._direction is not None:
+            self._direction[slots] = 0.0
         if start == 0:
             self._accum[slots] = self.cfg.initial_accumulator
 
@@ -242,6 +206,9 @@ class OnlineLearner:
         extra = max(n, 2 * cap) - cap
         self._params = np.concatenate([self._params, np.tile(self._theta0, (extra, 1))])
         self._start_of = np.concatenate([self._start_of, np.zeros(extra, dtype=np.int64)])
+        if self._direction is not None:
+            zeros = np.zeros((extra, self.spec.n_params), dtype=np.float32)
+            self._direction = np.concatenate([self._direction, zeros])
         self._accum = np.concatenate(
             [
                 self._accum,
@@ -279,6 +246,9 @@ class OnlineLearner:
         lr: float | np.ndarray = cfg.learning_rate if self._rates is None else self._rates
         lam, eps = cfg.proximal_lambda, cfg.adagrad_eps
         max_sq = cfg.max_step_norm**2
+        factor, floor = cfg.guard_loss_factor, cfg.guard_loss_floor
+        sizer, direction = self.sizer, self._direction
+        plain = sizer.hyper is None and not cfg.curriculum.enabled
         step_sq = 0.0
         rollbacks = 0
         lo = 0
@@ -297,7 +267,12 @@ class OnlineLearner:
                 loss_out[lo:hi] = loss
                 anchor = theta0 if starts is None else starts[self._start_of[sl]]
                 g = proximal_grad(g, w, anchor, lam) * mask[lo:hi]
-                w_new, state, step = adagrad_step(w, AdagradState(accum[sl]), g, lr, eps)
+                lab = labelled[lo:hi]
+                lr_r = lr
+                if not plain:
+                    u_prev = direction[sl] if direction is not None else g
+                    lr_r = sizer.rates(lr, g, u_prev, p, ys[lo:hi], lab)
+                w_new, state, step = adagrad_step(w, AdagradState(accum[sl]), g, lr_r, eps)
                 # Guard: an update with a non-finite loss, parameters or AdaGrad state, or a
                 # step longer than max_step_norm, is rolled back for that key, never kept. (A
                 # huge label can overflow g*g to inf: the step is then 0 but the accumulator
@@ -305,6 +280,9 @@ class OnlineLearner:
                 sq = (step * step).sum(1)
                 check = sq + 0.0 * state.accum.sum(1) + 0.0 * loss
                 ok = check <= max_sq
+                if factor > 0:  # ... or one that raises its own example's loss too far
+                    after = lanes.loss(spec, w_new, xs[lo:hi], ys[lo:hi])
+                    ok &= ~lab | (after <= factor * loss + floor)
                 new_accum = state.accum
                 if not ok.all():
                     rollbacks += int((~ok).sum())
@@ -314,6 +292,9 @@ class OnlineLearner:
                     sq = np.where(ok, sq, 0.0)
                 params[sl] = w_new
                 accum[sl] = new_accum
+                if direction is not None:
+                    upd = lab & ok
+                    direction[sl[upd]] = (g / (new_accum**0.5 + eps))[upd]
                 step_sq += float(sq.sum())
                 lo = hi
         inv = np.empty(n, dtype=np.int64)
@@ -331,7 +312,17 @@ class OnlineLearner:
             correct = np.full(n, np.nan)
         n_steps = int(n_labelled[-1]) - rollbacks
         mean_step = (step_sq / n_steps) ** 0.5 if n_steps > 0 else 0.0
-        return StepResult(p_np, loss_np, correct, rollbacks, mean_step, x)
+        return StepResult(
+            p_np,
+            loss_np,
+            correct,
+            rollbacks,
+            mean_step,
+            x,
+            sizer.eta,
+            sizer.hypergradient,
+            sizer.take_mean_weight(),
+        )
 
     # -- persistence -----------------------------------------------------------------------
 
@@ -346,6 +337,7 @@ class OnlineLearner:
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "pool": torch.from_numpy(self._pool.copy()),
             "start_of": torch.from_numpy(self._start_of[:n].copy()),
+            "eta": self.sizer.eta,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -374,6 +366,10 @@ class OnlineLearner:
         self._start_of = np.zeros(len(self._params), dtype=np.int64)
         if "start_of" in state and len(self._pool):
             self._start_of[: len(keys)] = state["start_of"].numpy()
+        if self._direction is not None:  # directions restart: one hypergradient step lost
+            self._direction = np.zeros_like(self._params)
+            if self.sizer.hyper is not None and "eta" in state:
+                self.sizer.hyper.set_eta(float(state["eta"]))
         scaler = state.get("scaler")
         if self.scaler is not None and scaler is not None:
             self.scaler.load_state_dict(scaler)

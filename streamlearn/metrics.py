@@ -165,6 +165,16 @@ class Metrics:
         self.step_size = Gauge(
             "streamlearn_step_size", "Base learning rate eta_t in force.", registry=r
         )
+        self.hypergradient = Gauge(
+            "streamlearn_hypergradient",
+            "Last rate hypergradient signal, mean -cos(g_t, u_{t-1}) (0 when off).",
+            registry=r,
+        )
+        self.curriculum_weight = Gauge(
+            "streamlearn_curriculum_weight",
+            "Mean curriculum step multiplier of the last poll (1 when off).",
+            registry=r,
+        )
         self.update_norm = Gauge(
             "streamlearn_update_norm",
             "Root mean square L2 norm of the per-event parameter updates in the last poll.",

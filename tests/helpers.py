@@ -5,7 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from prometheus_client import CollectorRegistry
+
+from streamlearn.messages import EventBatch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,3 +33,15 @@ def sample(reg: CollectorRegistry, name: str, labels: dict[str, str] | None = No
     value = reg.get_sample_value(name, labels)
     assert value is not None, f"no sample {name} {labels or ''}"
     return value
+
+
+def event_batch(keys: list[str], x: object, y: object) -> EventBatch:
+    """A decoded batch: ids 0..n-1, ts 0, the given keys, features and labels (NaN: none)."""
+    n = len(keys)
+    return EventBatch(
+        [str(i) for i in range(n)],
+        list(keys),
+        np.zeros(n),
+        np.asarray(x, dtype=np.float32),
+        np.asarray(y, dtype=np.float64),
+    )

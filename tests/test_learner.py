@@ -6,21 +6,11 @@ import torch
 from torch.func import grad
 
 from streamlearn.config import LearnerConfig
-from streamlearn.learner import OnlineLearner, rounds
-from streamlearn.messages import EventBatch
+from streamlearn.keys import rounds
+from streamlearn.learner import OnlineLearner
 from streamlearn.model import ModelSpec
 from streamlearn.scaling import RunningStandardizer
-
-
-def _batch(keys, x, y):
-    n = len(keys)
-    return EventBatch(
-        [str(i) for i in range(n)],
-        list(keys),
-        np.zeros(n),
-        np.asarray(x, dtype=np.float32),
-        np.asarray(y, dtype=np.float32),
-    )
+from tests.helpers import event_batch
 
 
 def _stream(n=60, d=3, n_keys=4, seed=0, unlabelled=0.25):
@@ -49,9 +39,9 @@ def test_round_batching_equals_one_event_at_a_time(spec):
         y = np.where(np.isnan(y), np.nan, (np.abs(x[:, 2]) * 2).astype(int) % 3)
     batched = OnlineLearner(spec, cfg, theta0, standardize=False)
     single = OnlineLearner(spec, cfg, theta0, standardize=False)
-    res = batched.process(_batch(keys, x, y))
+    res = batched.process(event_batch(keys, x, y))
     for i in range(len(keys)):
-        one = single.process(_batch(keys[i : i + 1], x[i : i + 1], y[i : i + 1]))
+        one = single.process(event_batch(keys[i : i + 1], x[i : i + 1], y[i : i + 1]))
         np.testing.assert_allclose(res.p[i], one.p[0], rtol=1e-5, atol=1e-6)
         if not np.isnan(y[i]):
             assert res.loss[i] == pytest.approx(one.loss[0], rel=1e-5, abs=1e-6)
@@ -66,7 +56,7 @@ def test_learner_equals_sequential_reference_built_on_torch_func():
     theta0 = spec.init(seed=1)
     keys, x, y = _stream(n=40, n_keys=3, seed=4)
     learner = OnlineLearner(spec, cfg, theta0, standardize=False)
-    res = learner.process(_batch(keys, x, y))
+    res = learner.process(event_batch(keys, x, y))
 
     def objective(w, xi, yi):
         return spec.loss_one(w, xi, yi) + 0.5 * cfg.proximal_lambda * ((w - theta0) ** 2).sum()
@@ -95,7 +85,7 @@ def test_rounds_group_occurrences_within_key():
 def test_unlabelled_events_predict_but_do_not_learn():
     spec = ModelSpec(2)
     learner = OnlineLearner(spec, LearnerConfig(), spec.init(kind="zeros"), standardize=False)
-    res = learner.process(_batch(["a", "a"], [[1, 2], [3, 4]], [np.nan, np.nan]))
+    res = learner.process(event_batch(["a", "a"], [[1, 2], [3, 4]], [np.nan, np.nan]))
     assert res.p.tolist() == [0.5, 0.5]
     assert np.isnan(res.loss).all()
     assert torch.equal(learner.params_of("a"), torch.zeros(3))
@@ -106,7 +96,7 @@ def test_reset_returns_keys_to_theta0_and_fresh_adagrad_state():
     theta0 = torch.tensor([0.1, -0.2, 0.3])
     cfg = LearnerConfig(initial_accumulator=0.1)
     learner = OnlineLearner(spec, cfg, theta0, standardize=False)
-    learner.process(_batch(["a", "b"], [[1, 2], [3, 4]], [1, 0]))
+    learner.process(event_batch(["a", "b"], [[1, 2], [3, 4]], [1, 0]))
     assert not torch.equal(learner.params_of("a"), theta0)
     assert learner.reset(["a", "unknown"]) == 1
     torch.testing.assert_close(learner.params_of("a"), theta0)
@@ -119,7 +109,7 @@ def test_reset_returns_keys_to_theta0_and_fresh_adagrad_state():
 def test_new_meta_init_applies_to_new_keys_and_resets():
     spec = ModelSpec(1)
     learner = OnlineLearner(spec, LearnerConfig(), spec.init(kind="zeros"), standardize=False)
-    learner.process(_batch(["a"], [[1.0]], [1]))
+    learner.process(event_batch(["a"], [[1.0]], [1]))
     learner.set_theta0(torch.ones(2), version=3)
     assert learner.model_version == 3
     torch.testing.assert_close(learner.params_of("new"), torch.ones(2))
@@ -132,14 +122,14 @@ def test_new_meta_init_applies_to_new_keys_and_resets():
 def test_guard_rolls_back_non_finite_updates_per_key():
     spec = ModelSpec(1, "regression")
     learner = OnlineLearner(spec, LearnerConfig(), spec.init(kind="zeros"), standardize=False)
-    res = learner.process(_batch(["bad", "ok"], [[1.0], [1.0]], [1e30, 1.0]))
+    res = learner.process(event_batch(["bad", "ok"], [[1.0], [1.0]], [1e30, 1.0]))
     assert res.rollbacks == 1
     assert torch.equal(learner.params_of("bad"), torch.zeros(2))
     assert torch.equal(
         learner.accum_of("bad"), torch.full((2,), LearnerConfig().initial_accumulator)
     )
     assert float(learner.params_of("ok")[1]) > 0
-    res = learner.process(_batch(["bad"], [[1.0]], [1.0]))  # the key still learns afterwards
+    res = learner.process(event_batch(["bad"], [[1.0]], [1.0]))  # the key still learns afterwards
     assert res.rollbacks == 0
     assert float(learner.params_of("bad")[1]) > 0
 
@@ -148,7 +138,7 @@ def test_guard_rolls_back_steps_longer_than_the_limit():
     spec = ModelSpec(1, "regression")
     cfg = LearnerConfig(learning_rate=10.0, max_step_norm=1.0)
     learner = OnlineLearner(spec, cfg, spec.init(kind="zeros"), standardize=False)
-    res = learner.process(_batch(["a"], [[1.0]], [5.0]))  # AdaGrad's first step: 10 per weight
+    res = learner.process(event_batch(["a"], [[1.0]], [5.0]))  # AdaGrad's first step: 10 per weight
     assert res.rollbacks == 1
     assert torch.equal(learner.params_of("a"), torch.zeros(2))
 
@@ -157,7 +147,7 @@ def test_capacity_grows_past_initial_table():
     spec = ModelSpec(1)
     learner = OnlineLearner(spec, LearnerConfig(), spec.init(kind="zeros"))
     keys = [f"k{i}" for i in range(500)]
-    learner.process(_batch(keys, np.ones((500, 1)), np.ones(500)))
+    learner.process(event_batch(keys, np.ones((500, 1)), np.ones(500)))
     assert learner.n_keys == 500
     assert float(learner.params_of("k499")[1]) != 0.0  # the bias (x standardises to 0)
 

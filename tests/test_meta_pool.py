@@ -12,7 +12,6 @@ from streamlearn.io.base import NullSink
 from streamlearn.io.memory import MemorySource
 from streamlearn.io.synthetic import DriftingClassification, build_family
 from streamlearn.learner import OnlineLearner
-from streamlearn.messages import EventBatch
 from streamlearn.meta.initfile import MetaInit, load_meta_init, save_meta_init
 from streamlearn.meta.maml import InnerRule, MetaParams
 from streamlearn.meta.offline import OfflineSettings, meta_train
@@ -20,7 +19,7 @@ from streamlearn.meta.pool import choose_member, cluster_tasks, task_fits
 from streamlearn.meta.tasks import TaskBuffer
 from streamlearn.model import ModelSpec
 from streamlearn.resets import RecentLabels, Resetter
-from tests.helpers import sample
+from tests.helpers import event_batch, sample
 
 D = 4
 CONCEPTS = np.array([[3.0, 0.0, 0.0, 0.0], [0.0, -3.0, 0.0, 0.0]])
@@ -98,18 +97,11 @@ def test_meta_init_file_carries_the_pool(tmp_path):
     assert load_meta_init(p, spec).pool is None
 
 
-def _batch(keys, x, y) -> EventBatch:
-    n = len(keys)
-    return EventBatch(
-        [str(i) for i in range(n)], list(keys), np.zeros(n), np.asarray(x), np.asarray(y)
-    )
-
-
 def test_reset_to_a_member_keeps_adagrad_state_and_anchors_the_proximal_term_there():
     spec = ModelSpec(1, "regression")
     cfg = LearnerConfig(learning_rate=0.5, proximal_lambda=1.0)
     learner = OnlineLearner(spec, cfg, torch.zeros(2), standardize=False)
-    learner.process(_batch(["k"], [[1.0]], [3.0]))
+    learner.process(event_batch(["k"], [[1.0]], [3.0]))
     accum = learner.accum_of("k")
     assert float(accum.sum()) > 2 * cfg.initial_accumulator  # it has learned something
     learner.set_pool(torch.tensor([[0.0, 2.0]]))
@@ -118,7 +110,7 @@ def test_reset_to_a_member_keeps_adagrad_state_and_anchors_the_proximal_term_the
     assert torch.equal(learner.accum_of("k"), accum)  # a fitted concept: refine, not relearn
     # x = 0, y = 2: no data gradient at the member; an anchor at theta0 (0, 0) would pull the
     # bias down by lambda * 2, the member's anchor not at all.
-    learner.process(_batch(["k"], [[0.0]], [2.0]))
+    learner.process(event_batch(["k"], [[0.0]], [2.0]))
     assert torch.equal(learner.params_of("k"), torch.tensor([0.0, 2.0]))
     learner.reset(["k"])  # back to theta0: AdaGrad restarts too
     assert torch.equal(learner.accum_of("k"), torch.full((2,), cfg.initial_accumulator))
@@ -129,7 +121,7 @@ def test_reset_to_a_member_keeps_adagrad_state_and_anchors_the_proximal_term_the
 def test_learner_state_round_trips_the_pool_and_each_keys_start():
     spec = ModelSpec(1, "regression")
     learner = OnlineLearner(spec, LearnerConfig(), torch.zeros(2), standardize=False)
-    learner.process(_batch(["a", "b"], [[1.0], [1.0]], [1.0, 2.0]))
+    learner.process(event_batch(["a", "b"], [[1.0], [1.0]], [1.0, 2.0]))
     learner.set_pool(torch.tensor([[1.0, 1.0], [2.0, 2.0]]))
     learner.reset(["b"], start=2)
     copy = OnlineLearner(spec, LearnerConfig(), torch.zeros(2), standardize=False)
@@ -157,7 +149,7 @@ def test_resetter_picks_the_member_that_fits_recent_labels():
     x = rng.standard_normal((50, D)).astype(np.float32)
     y = (x @ CONCEPTS[1] > 0).astype(np.float32)
     keys = [f"k{i % 10}" for i in range(50)]
-    learner.process(_batch(keys, x, y))
+    learner.process(event_batch(keys, x, y))
     resetter.observe(keys, x, y)
     assert resetter.reset_all() == {2: 10}  # concept 1 is pool member 2
     np.testing.assert_array_equal(learner.params_of("k3").numpy(), pool[1].numpy())

@@ -17,6 +17,8 @@ from tests.helpers import sample
 
 EXPECTED_TYPES = {
     "streamlearn_reset_starts": "counter",
+    "streamlearn_hypergradient": "gauge",
+    "streamlearn_curriculum_weight": "gauge",
     "streamlearn_events": "counter",
     "streamlearn_labels": "counter",
     "streamlearn_predictions": "counter",
