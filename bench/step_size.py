@@ -3,9 +3,9 @@
 Protocol as ``bench/learners.py`` (prequential, stream generated before timing, one fresh
 process per (stream, variant), one torch thread): prequential accuracy, mean log loss
 (cumulative loss / n), median recovery after the abrupt drifts, labelled events per second
-and its ratio to the baseline's in the same run. Variants switch one piece on at a time, then
-all of them. Curvature (Lanczos step cap) is not wired into the online learner yet, so it has
-no row.
+and its ratio to the baseline's in the same run. Variants switch one piece on at a time (the PI
+controller needs the curvature it measures), then all of them, at the config's default
+settings (curvature refreshed every 20,000 labels on a window of 256).
 
     .venv/bin/python -m bench.step_size --repeats 3
 """
@@ -28,10 +28,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "+ curriculum": {"curriculum": {"enabled": True}},
     "+ hypergradient": {"hypergradient": {"enabled": True}},
     "+ guard (loss x4)": {"guard_loss_factor": 4.0},
+    "+ curvature cap": {"curvature": {"enabled": True}},
+    "+ curvature + PI": {"curvature": {"enabled": True}, "controller": {"enabled": True}},
+    "+ PI on loss trend": {"controller": {"enabled": True, "signal": "loss_trend"}},
     "all on": {
         "curriculum": {"enabled": True},
         "hypergradient": {"enabled": True},
         "guard_loss_factor": 4.0,
+        "curvature": {"enabled": True},
+        "controller": {"enabled": True},
     },
 }
 

@@ -215,6 +215,31 @@ class HypergradientConfig(_Strict):
     high: PositiveFloat = 10.0
 
 
+class CurvatureConfig(_Strict):
+    """Extreme eigenvalues of the AdaGrad-preconditioned Hessian of the loss over the last
+    ``window`` labels, by Lanczos on HVPs, every ``every_labels`` labels; they cap the rate
+    at ``2 / (lambda_min + lambda_max)`` (streamlearn.optim.sharpness)."""
+
+    enabled: bool = True  # a safety cap: it never bound at the default rate (bench/step_size.py)
+    every_labels: Annotated[int, Field(ge=1)] = 20_000
+    window: Annotated[int, Field(ge=8, le=100_000)] = 256
+    iterations: Annotated[int, Field(ge=2, le=200)] = 20
+
+
+class ControllerConfig(_Strict):
+    """PI control of ``log eta`` on the sharpness ``eta * lambda_max`` (stable below 2) or on
+    the loss trend (fast / slow moving mean of the loss, 1 = flat), sampled every
+    ``curvature.every_labels`` labels; the gain on ``learning_rate`` stays in [low, high]."""
+
+    enabled: bool = False
+    signal: Literal["sharpness", "loss_trend"] = "sharpness"
+    setpoint: PositiveFloat = 1.0
+    kp: Annotated[float, Field(ge=0)] = 0.5
+    ki: Annotated[float, Field(ge=0)] = 0.2
+    low: PositiveFloat = 0.01
+    high: PositiveFloat = 100.0
+
+
 class LearnerConfig(_Strict):
     learning_rate: PositiveFloat = 0.5
     adagrad_eps: PositiveFloat = 1e-10
@@ -227,9 +252,27 @@ class LearnerConfig(_Strict):
     guard_loss_floor: Annotated[float, Field(ge=0)] = 0.01
     curriculum: CurriculumConfig = CurriculumConfig()
     hypergradient: HypergradientConfig = HypergradientConfig()
+    curvature: CurvatureConfig = CurvatureConfig()
+    controller: ControllerConfig = ControllerConfig()
 
     @model_validator(mode="after")
     def _rate_in_bounds(self) -> LearnerConfig:
+        c = self.controller
+        if c.enabled and c.signal == "sharpness" and not self.curvature.enabled:
+            raise ValueError(
+                "learner.controller.signal 'sharpness' needs learner.curvature.enabled: it "
+                "acts on the sharpness the curvature measures"
+            )
+        if c.signal == "sharpness" and c.setpoint >= 2:
+            raise ValueError(
+                f"learner.controller.setpoint must be below 2 for 'sharpness' (stable below "
+                f"2), got {c.setpoint}"
+            )
+        if not self.controller.low < self.controller.high:
+            raise ValueError(
+                f"learner.controller.low ({self.controller.low}) must be below "
+                f"learner.controller.high ({self.controller.high})"
+            )
         h = self.hypergradient
         if h.enabled and not h.low <= self.learning_rate <= h.high:
             raise ValueError(

@@ -331,6 +331,8 @@ class Daemon:
         mt.step_size.set(res.eta)
         mt.hypergradient.set(res.hypergradient)
         mt.curriculum_weight.set(res.curriculum)
+        if self.learner.sizer.watch is not None:
+            mt.observe_curvature(self.learner.sizer.watch)
         keys_l = [k for k, is_l in zip(batch.keys, labelled.tolist(), strict=True) if is_l]
         if self.tasks is not None:
             self.tasks.add(keys_l, res.x_std[labelled], batch.y[labelled])

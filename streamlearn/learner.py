@@ -248,7 +248,7 @@ class OnlineLearner:
         max_sq = cfg.max_step_norm**2
         factor, floor = cfg.guard_loss_factor, cfg.guard_loss_floor
         sizer, direction = self.sizer, self._direction
-        plain = sizer.hyper is None and not cfg.curriculum.enabled
+        plain = sizer.plain
         step_sq = 0.0
         rollbacks = 0
         lo = 0
@@ -300,6 +300,13 @@ class OnlineLearner:
         inv = np.empty(n, dtype=np.int64)
         inv[order] = np.arange(n)
         loss_np = np.where(labelled, loss_out, np.nan)[inv].astype(np.float64)
+        watch = sizer.watch
+        if watch is not None:
+            keep = ~np.isnan(loss_np)
+            y32 = np.asarray(batch.y, dtype=np.float32)[keep]
+            watch.observe(slots[keep], x[keep], y32, loss_np[keep])
+            if watch.due():
+                watch.refresh(params, accum, theta0, sizer.eta)
         y = np.asarray(batch.y, dtype=np.float64)
         if spec.task == "binary":
             p_np = p_out[inv, 0].astype(np.float64)

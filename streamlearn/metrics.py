@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from streamlearn import __version__
 from streamlearn.messages import Reason
+from streamlearn.optim.sharpness import CurvatureWatch
 
 POLL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 RECOVERY_BUCKETS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000)
@@ -175,6 +176,30 @@ class Metrics:
             "Mean curriculum step multiplier of the last poll (1 when off).",
             registry=r,
         )
+        self.curvature = Gauge(
+            "streamlearn_curvature_lambda",
+            "Extreme eigenvalue estimates of the preconditioned Hessian of the recent loss.",
+            ["bound"],
+            registry=r,
+        )
+        self.curvature_age = Gauge(
+            "streamlearn_curvature_age_labels",
+            "Labelled events since the eigenvalue estimates were refreshed.",
+            registry=r,
+        )
+        self.step_cap = Gauge(
+            "streamlearn_step_cap",
+            "Cap on the base rate from curvature, 2 / (lambda_min + lambda_max) (0: none).",
+            registry=r,
+        )
+        self.controller_error = Gauge(
+            "streamlearn_controller_error",
+            "PI controller error: sharpness setpoint minus eta * lambda_max.",
+            registry=r,
+        )
+        self.controller_integral = Gauge(
+            "streamlearn_controller_integral", "PI controller integral term.", registry=r
+        )
         self.update_norm = Gauge(
             "streamlearn_update_norm",
             "Root mean square L2 norm of the per-event parameter updates in the last poll.",
@@ -261,3 +286,14 @@ class Metrics:
         self._last_drift_at = time.time()
         self.last_drift.set(self._last_drift_at)
         self.drifts.labels("global").inc()
+
+    def observe_curvature(self, watch: CurvatureWatch) -> None:
+        """The curvature watch's state, after a poll."""
+        if watch.spectrum is not None:
+            self.curvature.labels("min").set(watch.spectrum.lambda_min)
+            self.curvature.labels("max").set(watch.spectrum.lambda_max)
+        self.curvature_age.set(watch.labels_since_refresh)
+        self.step_cap.set(watch.cap or 0.0)
+        if watch.pi is not None:
+            self.controller_error.set(watch.pi.error)
+            self.controller_integral.set(watch.pi.integral)

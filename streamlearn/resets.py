@@ -17,40 +17,7 @@ import numpy as np
 from streamlearn.config import DriftConfig
 from streamlearn.learner import OnlineLearner
 from streamlearn.meta.pool import choose_member
-
-
-class RecentLabels:
-    """The last ``window`` labelled events: standardised features, labels and keys.
-
-    >>> ring = RecentLabels(window=3, n_features=1)
-    >>> ring.add(["a", "b", "a", "c"], np.arange(4.0)[:, None], np.ones(4))
-    >>> ring.rows()[0][:, 0].tolist(), ring.rows("a")[0][:, 0].tolist()
-    ([1.0, 2.0, 3.0], [2.0])
-    """
-
-    def __init__(self, window: int, n_features: int) -> None:
-        self.x = np.zeros((window, n_features), dtype=np.float32)
-        self.y = np.zeros(window, dtype=np.float32)
-        self.keys = np.empty(window, dtype=object)
-        self._next = 0
-        self._filled = 0
-
-    def add(self, keys: Sequence[str], x: np.ndarray, y: np.ndarray) -> None:
-        w = len(self.y)
-        keys_a = np.asarray(keys, dtype=object)[-w:]
-        x, y = x[-w:], y[-w:]
-        idx = (self._next + np.arange(len(y))) % w
-        self.x[idx], self.y[idx], self.keys[idx] = x, y, keys_a
-        self._next = (self._next + len(y)) % w
-        self._filled = min(w, self._filled + len(y))
-
-    def rows(self, key: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Oldest first; only ``key``'s when given."""
-        w = len(self.y)
-        order = (self._next - self._filled + np.arange(self._filled)) % w
-        if key is not None:
-            order = order[self.keys[order] == key]
-        return self.x[order], self.y[order]
+from streamlearn.recent import RecentLabels
 
 
 class Resetter:

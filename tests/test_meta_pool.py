@@ -18,7 +18,8 @@ from streamlearn.meta.offline import OfflineSettings, meta_train
 from streamlearn.meta.pool import choose_member, cluster_tasks, task_fits
 from streamlearn.meta.tasks import TaskBuffer
 from streamlearn.model import ModelSpec
-from streamlearn.resets import RecentLabels, Resetter
+from streamlearn.recent import RecentLabels
+from streamlearn.resets import Resetter
 from tests.helpers import event_batch, sample
 
 D = 4

@@ -121,3 +121,107 @@ def test_guard_rolls_back_an_update_that_raises_its_own_loss_beyond_the_factor()
     off = OnlineLearner(spec, on.model_copy(update={"guard_loss_factor": 0.0}), torch.zeros(2),
                         standardize=False)  # fmt: skip
     assert off.process(event_batch(["a"], [[1.0]], [1.0])).rollbacks == 0
+
+
+def _curvature_learner(spec: ModelSpec, iterations: int = 40, **learner: object) -> OnlineLearner:
+    curvature = {"enabled": True, "every_labels": 64, "window": 64, "iterations": iterations}
+    cfg = LearnerConfig.model_validate(
+        {"learning_rate": 0.5, "proximal_lambda": 0.05, "curvature": curvature, **learner}
+    )
+    return OnlineLearner(spec, cfg, spec.init(seed=2, kind="normal"), standardize=False)
+
+
+@pytest.mark.parametrize(("hidden", "iterations"), [((), 40), ((4,), 15)], ids=["dense", "lanczos"])
+def test_curvature_watch_matches_the_dense_preconditioned_hessian(hidden, iterations):
+    spec = ModelSpec(3, "binary", hidden=hidden)  # 4 and 21 parameters
+    learner = _curvature_learner(spec, iterations)
+    rng = np.random.default_rng(3)
+    keys = [f"k{i % 5}" for i in range(64)]
+    x = rng.standard_normal((64, 3))
+    y = (rng.random(64) < 0.5).astype(float)
+    learner.process(event_batch(keys, x, y))
+    watch = learner.sizer.watch
+    assert watch is not None
+    assert watch.spectrum is not None
+    assert watch.refreshes == 1
+    # the oracle: the same window, weights and scaling, through a dense Hessian
+    slots = np.asarray(watch.recent.tags(), dtype=np.int64)
+    w = torch.from_numpy(learner._params[slots].mean(0)).double()
+    d = (1.0 / (np.sqrt(learner._accum[slots]) + 1e-10)).mean(0)
+    xr, yr = (torch.from_numpy(a).double() for a in watch.recent.rows())
+    theta0 = torch.from_numpy(learner._theta0).double()
+
+    def loss(v):
+        data = torch.stack([spec.loss_one(v, xi, yi) for xi, yi in zip(xr, yr, strict=True)])
+        return data.mean() + 0.5 * 0.05 * ((v - theta0) ** 2).sum()
+
+    h = torch.func.hessian(loss)(w)
+    root = torch.from_numpy(np.sqrt(d)).double()
+    eig = torch.linalg.eigvalsh(root[:, None] * h * root[None, :])
+    assert watch.spectrum.lambda_max == pytest.approx(float(eig[-1]), rel=1e-6)
+    assert watch.spectrum.lambda_min == pytest.approx(float(eig[0]), rel=1e-3, abs=1e-6)
+
+
+def test_curvature_caps_a_rate_that_is_too_large():
+    spec = ModelSpec(3, "binary")
+    learner = _curvature_learner(spec, learning_rate=500.0)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((64, 3))
+    learner.process(event_batch(["a"] * 64, x, (x[:, 0] > 0).astype(float)))
+    watch = learner.sizer.watch
+    assert watch is not None
+    assert watch.cap is not None
+    assert watch.cap < 500.0
+    assert learner.sizer.eta == pytest.approx(watch.cap)
+
+
+def test_pi_controller_raises_the_rate_while_sharpness_is_below_its_setpoint():
+    spec = ModelSpec(3, "binary")
+    learner = _curvature_learner(
+        spec,
+        learning_rate=0.001,
+        controller={"enabled": True, "setpoint": 1.0, "kp": 0.5, "ki": 0.5},
+    )
+    rng = np.random.default_rng(5)
+    etas = []
+    for _ in range(4):
+        x = rng.standard_normal((64, 3))
+        learner.process(event_batch(["a"] * 64, x, (x[:, 0] > 0).astype(float)))
+        etas.append(learner.sizer.eta)
+    assert etas == sorted(etas)
+    assert etas[-1] > 0.001
+    watch = learner.sizer.watch
+    assert watch is not None
+    assert watch.pi is not None
+    assert watch.pi.error > 0  # still below the setpoint: the rate keeps rising
+
+
+def test_controller_on_sharpness_needs_curvature():
+    with pytest.raises(ConfigError, match=r"signal 'sharpness' needs learner.curvature.enabled"):
+        load_config(
+            overrides={
+                "learner": {"controller": {"enabled": True}, "curvature": {"enabled": False}}
+            },
+            env={},
+        )
+
+
+def test_controller_on_the_loss_trend_lowers_the_rate_while_the_loss_rises():
+    spec = ModelSpec(1, "regression")
+    cfg = LearnerConfig.model_validate(
+        {
+            "learning_rate": 0.5,
+            "curvature": {"enabled": False, "every_labels": 64, "window": 64},
+            "controller": {"enabled": True, "signal": "loss_trend", "kp": 1.0, "ki": 0.5},
+        }
+    )
+    learner = OnlineLearner(spec, cfg, torch.zeros(2), standardize=False)
+    rng = np.random.default_rng(6)
+    for scale in (1.0, 1.0, 10.0, 30.0):  # the targets' scale jumps: the loss rises
+        x = rng.standard_normal((64, 1))
+        learner.process(event_batch(["a"] * 64, x, scale * rng.standard_normal(64)))
+    watch = learner.sizer.watch
+    assert watch is not None
+    assert watch.spectrum is None  # no curvature measured
+    assert watch.loss_trend > 1.0
+    assert learner.sizer.eta < 0.5

@@ -1,11 +1,14 @@
 """The step-size pieces the learner's config switches on, combined per round of lanes.
 
 ``lr`` for a round = the base rate (``learner.learning_rate``, or the learned per-parameter
-rates) x the hypergradient's factor ``eta_t / learning_rate`` (when on) x each lane's
-curriculum multiplier (when on). Everything it measures is kept for the metrics.
+rates) x the hypergradient's factor ``eta_t / learning_rate`` (when on) x the PI
+controller's gain (when on), the product capped by the curvature's step cap (when on), x
+each lane's curriculum multiplier (when on). Everything it measures is kept for the metrics.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -13,6 +16,7 @@ from streamlearn.config import LearnerConfig
 from streamlearn.model import ModelSpec
 from streamlearn.optim.curriculum import curriculum_weight, margins
 from streamlearn.optim.hypergradient import HypergradientRate
+from streamlearn.optim.sharpness import CurvatureWatch
 
 
 class StepSizer:
@@ -36,13 +40,22 @@ class StepSizer:
             if h.enabled
             else None
         )
+        timed = cfg.curvature.enabled or cfg.controller.enabled
+        self.watch = CurvatureWatch(spec, cfg) if timed else None
+        self.plain = self.hyper is None and self.watch is None and not cfg.curriculum.enabled
         self.residual_scale = 1.0  # regression curriculum: running mean |residual|
         self._weight_sum = 0.0
         self._weight_n = 0
 
     @property
     def eta(self) -> float:
-        return self.cfg.learning_rate if self.hyper is None else self.hyper.eta
+        """The base rate in force."""
+        eta = self.cfg.learning_rate if self.hyper is None else self.hyper.eta
+        if self.watch is not None:
+            eta *= math.exp(self.watch.log_gain)
+            if self.watch.cap is not None:
+                eta = min(eta, self.watch.cap)
+        return eta
 
     @property
     def hypergradient(self) -> float:
@@ -69,7 +82,8 @@ class StepSizer:
         lr: float | np.ndarray = base
         if self.hyper is not None:
             self.hyper.update(g[lab], u_prev[lab])
-            lr = lr * (self.hyper.eta / self.cfg.learning_rate)
+        if self.hyper is not None or self.watch is not None:
+            lr = lr * (self.eta / self.cfg.learning_rate)
         c = self.cfg.curriculum
         if c.enabled:
             m = margins(self.spec, p, y, self.residual_scale)
