@@ -72,6 +72,10 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry, task: str = "binary") -> None:
         self.registry = registry
         r = registry
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, registry=r)
+
         self.info = Info("streamlearn_build", "Version and task of this process.", registry=r)
         self.info.info({"version": __version__, "task": task})
         self.events = Counter(
@@ -96,20 +100,16 @@ class Metrics:
             "Cumulative prequential loss of the shadow baseline on the same labels.",
             registry=r,
         )
-        self.regret = Gauge(
+        self.regret = gauge(
             "streamlearn_regret",
             "Cumulative loss minus the shadow baseline's cumulative loss (negative is better).",
-            registry=r,
         )
-        self.rolling_loss = Gauge(
-            "streamlearn_rolling_loss",
-            "Mean prequential loss over the rolling window.",
-            registry=r,
+        self.rolling_loss = gauge(
+            "streamlearn_rolling_loss", "Mean prequential loss over the rolling window."
         )
-        self.rolling_baseline_loss = Gauge(
+        self.rolling_baseline_loss = gauge(
             "streamlearn_rolling_baseline_loss",
             "Mean prequential loss of the shadow baseline over the rolling window.",
-            registry=r,
         )
         quality = "accuracy" if task != "regression" else "mae"
         self.rolling_quality = Gauge(
@@ -126,15 +126,13 @@ class Metrics:
             "scope",
             ("global", "key"),
         )
-        self.last_drift = Gauge(
+        self.last_drift = gauge(
             "streamlearn_last_drift_timestamp_seconds",
             "Unix time of the last global drift detection (0 before any).",
-            registry=r,
         )
-        self.since_drift = Gauge(
+        self.since_drift = gauge(
             "streamlearn_seconds_since_last_drift",
             "Seconds since the last global drift detection (since start before any).",
-            registry=r,
         )
         self._last_drift_at = time.time()
         self.since_drift.set_function(lambda: time.time() - self._last_drift_at)
@@ -163,18 +161,14 @@ class Metrics:
             "Global drifts after which quality did not return before the next drift or limit.",
             registry=r,
         )
-        self.step_size = Gauge(
-            "streamlearn_step_size", "Base learning rate eta_t in force.", registry=r
-        )
-        self.hypergradient = Gauge(
+        self.step_size = gauge("streamlearn_step_size", "Base learning rate eta_t in force.")
+        self.hypergradient = gauge(
             "streamlearn_hypergradient",
             "Last rate hypergradient signal, mean -cos(g_t, u_{t-1}) (0 when off).",
-            registry=r,
         )
-        self.curriculum_weight = Gauge(
+        self.curriculum_weight = gauge(
             "streamlearn_curriculum_weight",
             "Mean curriculum step multiplier of the last poll (1 when off).",
-            registry=r,
         )
         self.curvature = Gauge(
             "streamlearn_curvature_lambda",
@@ -182,39 +176,35 @@ class Metrics:
             ["bound"],
             registry=r,
         )
-        self.curvature_age = Gauge(
+        self.curvature_age = gauge(
             "streamlearn_curvature_age_labels",
             "Labelled events since the eigenvalue estimates were refreshed.",
-            registry=r,
         )
-        self.step_cap = Gauge(
+        self.step_cap = gauge(
             "streamlearn_step_cap",
             "Cap on the base rate from curvature, 2 / (lambda_min + lambda_max) (0: none).",
-            registry=r,
         )
-        self.controller_error = Gauge(
+        self.controller_error = gauge(
             "streamlearn_controller_error",
-            "PI controller error: sharpness setpoint minus eta * lambda_max.",
-            registry=r,
+            "PI controller error: setpoint minus the measured signal (sharpness or loss trend).",
         )
-        self.controller_integral = Gauge(
-            "streamlearn_controller_integral", "PI controller integral term.", registry=r
+        self.controller_integral = gauge(
+            "streamlearn_controller_integral", "PI controller integral term."
         )
-        self.update_norm = Gauge(
+        self.update_norm = gauge(
             "streamlearn_update_norm",
             "Root mean square L2 norm of the per-event parameter updates in the last poll.",
-            registry=r,
         )
         self.rollbacks = Counter(
             "streamlearn_rollbacks",
             "Per-key updates rolled back because they were non-finite or exploding.",
             registry=r,
         )
-        self.active_keys = Gauge(
-            "streamlearn_active_keys", "Entity keys with fast weights in memory.", registry=r
+        self.active_keys = gauge(
+            "streamlearn_active_keys", "Entity keys with fast weights in memory."
         )
-        self.model_version = Gauge(
-            "streamlearn_model_version", "Version of the meta-init in force.", registry=r
+        self.model_version = gauge(
+            "streamlearn_model_version", "Version of the meta-init in force."
         )
         self.poll_seconds = Histogram(
             "streamlearn_poll_duration_seconds",
@@ -250,25 +240,19 @@ class Metrics:
             buckets=(1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000),
             registry=r,
         )
-        self.meta_loss_before = Gauge(
+        self.meta_loss_before = gauge(
             "streamlearn_meta_loss_before",
             "Held-out meta-loss of the current theta0 at the last meta-training run.",
-            registry=r,
         )
-        self.meta_loss_after = Gauge(
+        self.meta_loss_after = gauge(
             "streamlearn_meta_loss_after",
             "Held-out meta-loss of the last meta-training run's candidate.",
-            registry=r,
         )
-        self.meta_buffer_tasks = Gauge(
-            "streamlearn_meta_buffer_tasks",
-            "Tasks (entity x segment) in the task buffer.",
-            registry=r,
+        self.meta_buffer_tasks = gauge(
+            "streamlearn_meta_buffer_tasks", "Tasks (entity x segment) in the task buffer."
         )
-        self.meta_buffer_examples = Gauge(
-            "streamlearn_meta_buffer_examples",
-            "Labelled examples held in the task buffer.",
-            registry=r,
+        self.meta_buffer_examples = gauge(
+            "streamlearn_meta_buffer_examples", "Labelled examples held in the task buffer."
         )
         self.checkpoint_seconds = Histogram(
             "streamlearn_checkpoint_duration_seconds",
@@ -276,10 +260,9 @@ class Metrics:
             buckets=POLL_BUCKETS,
             registry=r,
         )
-        self.last_checkpoint = Gauge(
+        self.last_checkpoint = gauge(
             "streamlearn_last_checkpoint_timestamp_seconds",
             "Unix time of the last saved checkpoint (0 before any).",
-            registry=r,
         )
 
     def global_drift_now(self) -> None:
