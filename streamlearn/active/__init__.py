@@ -1,0 +1,1 @@
+"""Active learning: which unlabelled events are worth a label."""
