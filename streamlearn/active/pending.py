@@ -1,0 +1,85 @@
+"""Queries waiting for their labels: bounded, expiring, joined by query id or event id.
+
+An answer is ``ok`` (joined: learn from it now), ``late`` (its query expired), ``duplicate``
+(already answered) or ``unknown`` (never asked, or forgotten). Expired and answered ids are
+remembered, up to a bound, so that late and duplicate answers are told apart from unknown
+ones; none of them changes anything.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Outcome = Literal["ok", "late", "duplicate", "unknown"]
+
+
+@dataclass(frozen=True)
+class Pending:
+    query_id: str
+    event_id: str
+    key: str
+    x: Any  # the features as the event carried them, to learn from when the label comes
+    p: Any  # the prediction made at event time: regret is charged against it
+    model_version: int
+    asked_at: float
+    expires_at: float
+
+
+class PendingQueries:
+    """At most ``capacity`` open queries (the oldest is dropped as expired beyond that).
+
+    >>> q = PendingQueries(capacity=10, remember=10)
+    >>> q.add(Pending("q1", "e1", "k", [0.0], 0.5, 0, asked_at=0.0, expires_at=10.0))
+    >>> q.answer("e1", now=1.0)[1], q.answer("q1", now=2.0)[1], q.answer("zz", now=2.0)[1]
+    ('ok', 'duplicate', 'unknown')
+    """
+
+    def __init__(self, capacity: int, remember: int = 100_000) -> None:
+        if capacity < 1:
+            raise ValueError(f"active.max_pending must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._open: OrderedDict[str, Pending] = OrderedDict()  # by query id, oldest first
+        self._by_event: dict[str, str] = {}
+        self._closed: OrderedDict[str, Outcome] = OrderedDict()  # id -> why it is closed
+        self._remember = remember
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def add(self, item: Pending) -> None:
+        self._open[item.query_id] = item
+        self._by_event[item.event_id] = item.query_id
+        while len(self._open) > self.capacity:
+            _, old = self._open.popitem(last=False)
+            self._close(old, "late")
+
+    def _close(self, item: Pending, why: Outcome) -> None:
+        self._by_event.pop(item.event_id, None)
+        for i in (item.query_id, item.event_id):
+            self._closed[i] = why
+            self._closed.move_to_end(i)
+        while len(self._closed) > self._remember:
+            self._closed.popitem(last=False)
+
+    def expire(self, now: float) -> list[Pending]:
+        """Close and return the queries past their expiry."""
+        gone = [p for p in self._open.values() if p.expires_at <= now]
+        for p in gone:
+            del self._open[p.query_id]
+            self._close(p, "late")
+        return gone
+
+    def answer(self, ident: str, now: float) -> tuple[Pending | None, Outcome]:
+        """Join an answer by query id or event id."""
+        qid = ident if ident in self._open else self._by_event.get(ident)
+        if qid is not None:
+            item = self._open.pop(qid)
+            if item.expires_at <= now:
+                self._close(item, "late")
+                return None, "late"
+            self._close(item, "duplicate")  # a second answer to it is a duplicate
+            return item, "ok"
+        why = self._closed.get(ident)
+        return None, why if why is not None else "unknown"
