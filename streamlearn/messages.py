@@ -127,6 +127,33 @@ class Prediction:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Query:
+    """The query contract: an event worth a label, why, and until when an answer counts."""
+
+    query_id: str
+    event_id: str
+    key: str
+    x: list[float]
+    score: float
+    reason: str
+    p: float | list[float]
+    model_version: int
+    expires_at: float
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({f: getattr(self, f) for f in self.__slots__})
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A decoded label answer: ``ident`` is the query id, else the event id."""
+
+    ident: str
+    y: float
+    labeller: str | None
+
+
 class _Rejected(Exception):  # noqa: N818 - internal control flow, never escapes
     def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(detail)
@@ -217,6 +244,31 @@ class EventDecoder:
             origins,
         )
         return batch, dead
+
+    def decode_answers(self, records: Iterable[RawRecord]) -> tuple[list[Answer], list[DeadLetter]]:
+        """Label answers (``query_id`` or ``event_id``, ``y``, optional ``labeller``), the label
+        checked as an event's would be; the malformed ones as dead letters with a reason."""
+        answers: list[Answer] = []
+        dead: list[DeadLetter] = []
+        for rec in records:
+            try:
+                obj = self._parse(rec.value)
+                ident = obj.get("query_id", obj.get("event_id"))
+                if ident is None:
+                    raise _Rejected(
+                        Reason.MISSING_FIELD, "answer has neither 'query_id' nor 'event_id'"
+                    )
+                if not isinstance(ident, str) or not ident or len(ident) > MAX_ID_CHARS:
+                    raise _Rejected(Reason.WRONG_TYPE, "answer id must be a non-empty string")
+                if obj.get("y") is None:
+                    raise _Rejected(Reason.MISSING_FIELD, "answer has no label 'y'")
+                labeller = obj.get("labeller")
+                if labeller is not None and not isinstance(labeller, str):
+                    raise _Rejected(Reason.WRONG_TYPE, "field 'labeller' must be a string")
+                answers.append(Answer(ident, self._label(obj["y"]), labeller))
+            except _Rejected as rej:
+                dead.append(DeadLetter(rej.reason, rej.detail, _as_bytes(rec.value), rec.origin))
+        return answers, dead
 
     def _matrix(self, xs: list[list[float]]) -> np.ndarray:
         if not xs:

@@ -82,3 +82,43 @@ def test_capacity_is_bounded_and_the_oldest_query_goes_first():
     assert len(q) == 2
     assert q.answer("q0", now=1.0) == (None, "late")
     assert q.answer("q2", now=1.0)[1] == "ok"
+
+
+def test_answers_decode_and_malformed_ones_become_dead_letters_with_reasons():
+    import orjson
+
+    from streamlearn.messages import EventDecoder, Origin, Query, RawRecord, Reason
+
+    dec = EventDecoder(n_features=2, task="binary")
+    raw = [
+        b'{"query_id": "q1", "y": 1, "labeller": "ann"}',
+        b'{"event_id": "e7", "y": 0}',
+        b'{"y": 1}',
+        b'{"query_id": "q2"}',
+        b'{"query_id": "q3", "y": 5}',
+        b'{"query_id": 3, "y": 1}',
+        b"not json",
+    ]
+    answers, dead = dec.decode_answers(
+        [RawRecord(r, Origin("labels", 0, i)) for i, r in enumerate(raw)]
+    )
+    assert [(a.ident, a.y, a.labeller) for a in answers] == [("q1", 1.0, "ann"), ("e7", 0.0, None)]
+    assert [d.reason for d in dead] == [
+        Reason.MISSING_FIELD,
+        Reason.MISSING_FIELD,
+        Reason.INVALID_LABEL,
+        Reason.WRONG_TYPE,
+        Reason.INVALID_JSON,
+    ]
+    q = Query("q1", "e1", "k", [1.0, 2.0], 0.9, "uncertainty", 0.5, 3, 100.0)
+    assert orjson.loads(q.to_json()) == {
+        "query_id": "q1",
+        "event_id": "e1",
+        "key": "k",
+        "x": [1.0, 2.0],
+        "score": 0.9,
+        "reason": "uncertainty",
+        "p": 0.5,
+        "model_version": 3,
+        "expires_at": 100.0,
+    }
