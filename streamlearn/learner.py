@@ -243,12 +243,12 @@ class OnlineLearner:
         loss_out = np.empty(n, dtype=np.float32)
         params, accum, theta0 = self._params, self._accum, self._theta0
         starts = self.starts if len(self._pool) else None
-        lr: float | np.ndarray = cfg.learning_rate if self._rates is None else self._rates
+        lr = self.sizer.poll_rate(cfg.learning_rate if self._rates is None else self._rates)
         lam, eps = cfg.proximal_lambda, cfg.adagrad_eps
         max_sq = cfg.max_step_norm**2
         factor, floor = cfg.guard_loss_factor, cfg.guard_loss_floor
         sizer, direction = self.sizer, self._direction
-        plain = sizer.plain
+        per_round = sizer.per_round
         step_sq = 0.0
         rollbacks = 0
         lo = 0
@@ -269,7 +269,7 @@ class OnlineLearner:
                 g = proximal_grad(g, w, anchor, lam) * mask[lo:hi]
                 lab = labelled[lo:hi]
                 lr_r = lr
-                if not plain:
+                if per_round:
                     u_prev = direction[sl] if direction is not None else g
                     lr_r = sizer.rates(lr, g, u_prev, p, ys[lo:hi], lab)
                 w_new, state, step = adagrad_step(w, AdagradState(accum[sl]), g, lr_r, eps)

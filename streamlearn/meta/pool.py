@@ -96,5 +96,5 @@ def choose_member(spec: ModelSpec, members: np.ndarray, x: np.ndarray, y: np.nda
         return 0
     n = len(y)
     lanes_w = np.repeat(members, n, axis=0)
-    _, _, loss = lanes.grad(spec, lanes_w, np.tile(x, (len(members), 1)), np.tile(y, len(members)))
+    loss = lanes.loss(spec, lanes_w, np.tile(x, (len(members), 1)), np.tile(y, len(members)))
     return int(loss.reshape(len(members), n).mean(1).argmin())

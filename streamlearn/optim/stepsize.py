@@ -42,7 +42,9 @@ class StepSizer:
         )
         timed = cfg.curvature.enabled or cfg.controller.enabled
         self.watch = CurvatureWatch(spec, cfg) if timed else None
-        self.plain = self.hyper is None and self.watch is None and not cfg.curriculum.enabled
+        # The curvature cap and the PI gain change only between polls (the watch refreshes
+        # after a poll's rounds); the hypergradient and the curriculum change every round.
+        self.per_round = self.hyper is not None or cfg.curriculum.enabled
         self.residual_scale = 1.0  # regression curriculum: running mean |residual|
         self._weight_sum = 0.0
         self._weight_n = 0
@@ -67,6 +69,12 @@ class StepSizer:
         self._weight_n, self._weight_sum = 0, 0.0
         return s / n if n else 1.0
 
+    def poll_rate(self, base: float | np.ndarray) -> float | np.ndarray:
+        """The base rate for a poll whose rounds need no :meth:`rates` (no per-round piece)."""
+        if self.watch is None or self.hyper is not None:
+            return base
+        return base * (self.eta / self.cfg.learning_rate)
+
     def rates(
         self,
         base: float | np.ndarray,
@@ -77,12 +85,12 @@ class StepSizer:
         labelled: np.ndarray | None = None,
     ) -> float | np.ndarray:
         """The round's rate(s): a scalar, ``[P]``, or ``[L, 1|P]`` with the curriculum.
-        ``g``: the lanes' gradients now; ``u_prev``: their last AdaGrad directions."""
+        ``base`` as :meth:`poll_rate` returned it; ``g``: the lanes' gradients now;
+        ``u_prev``: their last AdaGrad directions."""
         lab = np.ones(len(g), dtype=bool) if labelled is None else labelled
         lr: float | np.ndarray = base
-        if self.hyper is not None:
+        if self.hyper is not None:  # eta_t, times the watch's gain and cap
             self.hyper.update(g[lab], u_prev[lab])
-        if self.hyper is not None or self.watch is not None:
             lr = lr * (self.eta / self.cfg.learning_rate)
         c = self.cfg.curriculum
         if c.enabled:
