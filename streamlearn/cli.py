@@ -13,160 +13,10 @@ import torch
 import yaml
 from prometheus_client import CollectorRegistry
 
-from streamlearn import __version__
+from streamlearn.cli_parser import build_parser
 from streamlearn.config import Config, ConfigError, dump_config, load_config
 
 log = logging.getLogger("streamlearn")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="streamlearn",
-        description=(
-            "Learn online from drifting streams: per-key models adapted per event with AdaGrad "
-            "from a meta-learned start, drift detection, regret and metrics for Prometheus."
-        ),
-        epilog="Run 'streamlearn COMMAND --help' for a command's options.",
-    )
-    p.add_argument("--version", action="version", version=f"streamlearn {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    run = sub.add_parser(
-        "run",
-        help="run the daemon until SIGINT/SIGTERM, the source ends, or --max-events",
-        description=(
-            "Run the daemon: poll the configured source, predict, learn from labels, detect "
-            "drift, and serve /metrics, /healthz and /readyz. Without --config it runs the "
-            "embedded default (config/default.yaml): an in-process drifting stream."
-        ),
-    )
-    _config_args(run)
-    run.add_argument(
-        "--max-events",
-        type=int,
-        default=0,
-        metavar="N",
-        help="stop after N input records (default: run until stopped)",
-    )
-    run.add_argument(
-        "--metrics-port",
-        type=int,
-        default=None,
-        metavar="PORT",
-        help="override metrics.port (0 picks a free port, printed at start)",
-    )
-    run.add_argument(
-        "--meta-init",
-        default=None,
-        metavar="FILE",
-        help="start keys (and drift resets) from this meta-init (streamlearn meta-train)",
-    )
-
-    mt = sub.add_parser(
-        "meta-train",
-        help="meta-train a starting point offline and write a meta-init file",
-        description=(
-            "Meta-train theta0 (and per-parameter inner rates) on the tasks of a stream: the "
-            "configured synthetic family (tasks = entity x concept segment) or --file "
-            "(tasks = entity x --segment-events). Writes FILE for 'run --meta-init'."
-        ),
-    )
-    _config_args(mt)
-    mt.add_argument("--out", required=True, metavar="FILE", help="meta-init file to write")
-    mt.add_argument("--file", default=None, metavar="PATH", help="train on this CSV/JSONL file")
-    mt.add_argument("--label-column", default=None, metavar="NAME")
-    mt.add_argument(
-        "--events",
-        type=int,
-        default=100_000,
-        metavar="N",
-        help="training events from the synthetic family (default 100,000)",
-    )
-    mt.add_argument(
-        "--seed",
-        type=int,
-        default=None,
-        help="synthetic seed (default: the config's, i.e. the same family: the first "
-        "--events events of the stream are the history it learns from)",
-    )
-    mt.add_argument("--method", default="maml", choices=("maml", "imaml"))
-    mt.add_argument("--steps", type=int, default=2000, help="outer steps (default 2000)")
-    mt.add_argument("--tasks-per-step", type=int, default=16)
-    mt.add_argument("--support", type=int, default=10, help="support examples per task")
-    mt.add_argument("--query", type=int, default=10, help="query examples per task")
-    mt.add_argument("--inner-steps", type=int, default=1)
-    mt.add_argument("--outer-lr", type=float, default=3e-3)
-    mt.add_argument("--first-order", action="store_true")
-    mt.add_argument("--segment-events", type=int, default=500)
-    mt.add_argument(
-        "--pool-size",
-        type=int,
-        default=1,
-        help="K > 1: also train K starts for recurring concepts, one per cluster of tasks",
-    )
-    mt.add_argument("--pool-steps", type=int, default=500, help="outer steps per pool member")
-    mt.add_argument("--no-progress", action="store_true")
-
-    sim = sub.add_parser(
-        "simulate",
-        help="produce a synthetic family or a CSV/JSONL file into the events topic",
-        description=(
-            "Produce events into the Kafka events topic (kafka.topics.events), keyed by entity: "
-            "the configured synthetic family (source.synthetic), or --file replayed in row "
-            "order. Labels withheld with --withhold are written to --truth as JSONL "
-            "(event_id, key, y) for an oracle labeller."
-        ),
-    )
-    _config_args(sim)
-    sim.add_argument("--file", default=None, metavar="PATH", help="replay this CSV/JSONL file")
-    sim.add_argument(
-        "--label-column",
-        default=None,
-        metavar="NAME",
-        help="label column of --file (default: source.file.label_column)",
-    )
-    sim.add_argument(
-        "--events",
-        type=int,
-        default=None,
-        metavar="N",
-        help="how many events (default: 100,000 synthetic, or the whole file)",
-    )
-    sim.add_argument(
-        "--rate",
-        type=float,
-        default=0.0,
-        metavar="R",
-        help="events per second (default 0: as fast as possible)",
-    )
-    sim.add_argument(
-        "--withhold",
-        type=float,
-        default=None,
-        metavar="F",
-        help="fraction of labels to withhold, 0..1 (default: from the config)",
-    )
-    sim.add_argument("--truth", default=None, metavar="FILE", help="write withheld labels here")
-    sim.add_argument("--topic", default=None, help="override kafka.topics.events")
-    sim.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    show = sub.add_parser(
-        "config",
-        help="print the validated configuration (after env overrides) as YAML",
-        description="Validate the configuration and print the effective tree.",
-    )
-    _config_args(show)
-    return p
-
-
-def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--config",
-        "-c",
-        default=None,
-        metavar="FILE",
-        help="YAML config file (default: config/default.yaml); STREAMLEARN_* env vars override",
-    )
 
 
 def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
@@ -244,6 +94,67 @@ def _cmd_simulate(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_label(cfg: Config, args: argparse.Namespace) -> int:
+    from streamlearn.active.oracle import Oracle, read_truth
+    from streamlearn.labeller import LabelReport, interactive, open_labeller_io, oracle_loop
+
+    report = LabelReport()
+    oracle = None
+    if args.oracle:
+        truth = read_truth(args.oracle)
+        oracle = Oracle(
+            truth,
+            task=cfg.model.task,
+            n_classes=cfg.model.n_classes,
+            delay_s=args.delay,
+            noise=args.noise,
+            answer_rate=args.answer_rate,
+            labeller=args.labeller or "oracle",
+            seed=args.seed,
+        )
+        log.info("oracle over %d withheld labels from %s", len(truth), args.oracle)
+    reader, sink, send = open_labeller_io(cfg, args.group, report)
+    stopping = False
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        if oracle is None:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        if oracle is not None:
+            signal.signal(signal.SIGINT, _stop)
+            oracle_loop(
+                reader.poll,
+                send,
+                oracle,
+                report,
+                max_answers=args.max_answers,
+                idle_timeout_s=args.idle_timeout,
+                stop=lambda: stopping,
+            )
+        else:
+            interactive(
+                cfg,
+                reader.poll,
+                send,
+                report,
+                labeller=args.labeller or "human",
+                max_answers=args.max_answers,
+                idle_timeout_s=args.idle_timeout,
+            )
+    except (KeyboardInterrupt, EOFError):
+        pass
+    finally:
+        sink.flush()
+        sink.close()
+        reader.close()
+    log.info("%s", report.line())
+    return 0
+
+
 def _cmd_meta_train(cfg: Config, args: argparse.Namespace) -> int:
     from streamlearn.meta.initfile import save_meta_init
     from streamlearn.meta.offline import OfflineSettings, build_buffers, meta_train, to_meta_init
@@ -305,7 +216,7 @@ def _cmd_meta_train(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -317,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"streamlearn: {exc}", file=sys.stderr)
         return 2
     logging.getLogger().setLevel(cfg.service.log_level)
+    if cfg.service.log_level != "DEBUG":  # kafka-python narrates every connection at INFO
+        logging.getLogger("kafka").setLevel(logging.WARNING)
     if args.command == "config":
         print(yaml.safe_dump(dump_config(cfg), sort_keys=False), end="")
         return 0
@@ -325,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_simulate(cfg, args)
         if args.command == "meta-train":
             return _cmd_meta_train(cfg, args)
+        if args.command == "label":
+            return _cmd_label(cfg, args)
         return _cmd_run(cfg, args)
     except (ValueError, RuntimeError) as exc:  # a component rejected its config, or no broker
         print(f"streamlearn: {exc}", file=sys.stderr)

@@ -18,21 +18,40 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
+
+from streamlearn.config_learning import (
+    ActiveConfig,
+    ControllerConfig,
+    CurriculumConfig,
+    CurvatureConfig,
+    HypergradientConfig,
+    LambdaTuningConfig,
+    LearnerConfig,
+    SharedConfig,
+)
+from streamlearn.config_types import PositiveFloat, Probability, _Strict
 
 ENV_PREFIX = "STREAMLEARN_"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
 
-PositiveFloat = Annotated[float, Field(gt=0)]
-Probability = Annotated[float, Field(ge=0, le=1)]
+__all__ = [
+    "ActiveConfig",
+    "Config",
+    "ConfigError",
+    "ControllerConfig",
+    "CurriculumConfig",
+    "CurvatureConfig",
+    "HypergradientConfig",
+    "LambdaTuningConfig",
+    "LearnerConfig",
+    "SharedConfig",
+    "load_config",
+]
 
 
 class ConfigError(ValueError):
     """A configuration value was rejected; the message is one readable line."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class SyntheticSourceConfig(_Strict):
@@ -104,7 +123,7 @@ class KafkaConfig(_Strict):
     fetches at most ``fetch_max_bytes`` ahead and the loop polls only after it has processed
     the previous batch, so nothing buffers without bound."""
 
-    bootstrap_servers: list[str] = ["127.0.0.1:9092"]
+    bootstrap_servers: list[str] = Field(default_factory=lambda: ["127.0.0.1:9092"])
     client_id: str = "streamlearn"
     group_id: str = "streamlearn-adapters"
     topics: TopicsConfig = TopicsConfig()
@@ -175,7 +194,7 @@ class ModelConfig(_Strict):
     n_features: Annotated[int, Field(ge=1, le=4096)] = 8
     feature_names: list[str] | None = None
     n_classes: Annotated[int, Field(ge=2, le=10_000)] = 2
-    hidden: list[Annotated[int, Field(ge=1, le=4096)]] = []
+    hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=list)
     activation: Literal["tanh", "relu"] = "tanh"
     standardize: bool = True
     init: Literal["zeros", "normal"] = "zeros"
@@ -192,93 +211,6 @@ class ModelConfig(_Strict):
             )
         if self.init == "zeros" and self.hidden:
             raise ValueError("model.init 'zeros' cannot break symmetry with hidden layers")
-        return self
-
-
-class CurriculumConfig(_Strict):
-    """Per-sample step multiplier ``floor + (1 - floor) * sigmoid(steepness * (margin -
-    midpoint))`` (streamlearn.optim.curriculum)."""
-
-    enabled: bool = False
-    midpoint: float = -2.0
-    steepness: PositiveFloat = 2.0
-    floor: Annotated[float, Field(ge=0, le=1)] = 0.1
-
-
-class HypergradientConfig(_Strict):
-    """Online adaptation of the base rate from ``d loss_t / d eta``
-    (streamlearn.optim.hypergradient), within ``[low, high]``."""
-
-    enabled: bool = False
-    beta: PositiveFloat = 0.01
-    low: PositiveFloat = 0.01
-    high: PositiveFloat = 10.0
-
-
-class CurvatureConfig(_Strict):
-    """Extreme eigenvalues of the AdaGrad-preconditioned Hessian of the loss over the last
-    ``window`` labels, by Lanczos on HVPs, every ``every_labels`` labels; they cap the rate
-    at ``2 / (lambda_min + lambda_max)`` (streamlearn.optim.sharpness)."""
-
-    enabled: bool = True  # a safety cap: it never bound at the default rate (bench/step_size.py)
-    every_labels: Annotated[int, Field(ge=1)] = 20_000
-    window: Annotated[int, Field(ge=8, le=100_000)] = 256
-    iterations: Annotated[int, Field(ge=2, le=200)] = 20
-
-
-class ControllerConfig(_Strict):
-    """PI control of ``log eta`` on the sharpness ``eta * lambda_max`` (stable below 2) or on
-    the loss trend (fast / slow moving mean of the loss, 1 = flat), sampled every
-    ``curvature.every_labels`` labels; the gain on ``learning_rate`` stays in [low, high]."""
-
-    enabled: bool = False
-    signal: Literal["sharpness", "loss_trend"] = "sharpness"
-    setpoint: PositiveFloat = 1.0
-    kp: Annotated[float, Field(ge=0)] = 0.5
-    ki: Annotated[float, Field(ge=0)] = 0.2
-    low: PositiveFloat = 0.01
-    high: PositiveFloat = 100.0
-
-
-class LearnerConfig(_Strict):
-    learning_rate: PositiveFloat = 0.5
-    adagrad_eps: PositiveFloat = 1e-10
-    initial_accumulator: Annotated[float, Field(ge=0)] = 0.1
-    proximal_lambda: Annotated[float, Field(ge=0)] = 0.001
-    max_step_norm: PositiveFloat = 1e3
-    # > 0: an update that raises its own example's loss above this factor times the loss
-    # before (plus guard_loss_floor) is rolled back; 0: off.
-    guard_loss_factor: Annotated[float, Field(ge=0)] = 0.0
-    guard_loss_floor: Annotated[float, Field(ge=0)] = 0.01
-    curriculum: CurriculumConfig = CurriculumConfig()
-    hypergradient: HypergradientConfig = HypergradientConfig()
-    curvature: CurvatureConfig = CurvatureConfig()
-    controller: ControllerConfig = ControllerConfig()
-
-    @model_validator(mode="after")
-    def _rate_in_bounds(self) -> LearnerConfig:
-        c = self.controller
-        if c.enabled and c.signal == "sharpness" and not self.curvature.enabled:
-            raise ValueError(
-                "learner.controller.signal 'sharpness' needs learner.curvature.enabled: it "
-                "acts on the sharpness the curvature measures"
-            )
-        if c.signal == "sharpness" and c.setpoint >= 2:
-            raise ValueError(
-                f"learner.controller.setpoint must be below 2 for 'sharpness' (stable below "
-                f"2), got {c.setpoint}"
-            )
-        if not self.controller.low < self.controller.high:
-            raise ValueError(
-                f"learner.controller.low ({self.controller.low}) must be below "
-                f"learner.controller.high ({self.controller.high})"
-            )
-        h = self.hypergradient
-        if h.enabled and not h.low <= self.learning_rate <= h.high:
-            raise ValueError(
-                f"learner.learning_rate ({self.learning_rate}) must lie within "
-                f"learner.hypergradient.low..high ({h.low}..{h.high})"
-            )
         return self
 
 
@@ -347,6 +279,7 @@ class Config(_Strict):
     kafka: KafkaConfig = KafkaConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     meta: MetaConfig = MetaConfig()
+    active: ActiveConfig = ActiveConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -360,6 +293,22 @@ class Config(_Strict):
                     f"source.synthetic.family {syn.family!r}, which yields task={expected[0]!r}, "
                     f"n_features={expected[1]}"
                 )
+        a = self.active
+        if (
+            a.enabled
+            and a.policy in ("uncertainty", "combined")
+            and self.model.task == "regression"
+        ):
+            raise ValueError(
+                f"active.policy {a.policy!r} needs class probabilities; for a regression model "
+                "use 'sensitivity' or 'random'"
+            )
+        needs_lambda = a.policy in ("sensitivity", "combined") or a.lambda_tuning.enabled
+        if a.enabled and needs_lambda and self.learner.proximal_lambda <= 0:
+            raise ValueError(
+                f"active.policy {a.policy!r} and active.lambda_tuning differentiate in "
+                f"learner.proximal_lambda, which must be > 0 (got {self.learner.proximal_lambda})"
+            )
         return self
 
 

@@ -13,21 +13,21 @@ import numpy as np
 import torch
 from prometheus_client import CollectorRegistry
 
+from streamlearn.active.loop import ActiveLearning
 from streamlearn.checkpoint import CheckpointError, CheckpointStore
 from streamlearn.config import Config
-from streamlearn.drift import DriftMonitor, RecoveryTracker
 from streamlearn.io.base import Sink, Source
 from streamlearn.io.memory import MemorySink
 from streamlearn.learner import OnlineLearner
-from streamlearn.messages import EventBatch, EventDecoder, Prediction
+from streamlearn.messages import DeadLetter, EventBatch, EventDecoder, Prediction, RawRecord
 from streamlearn.meta.hotswap import meta_tick
 from streamlearn.meta.initfile import MetaInit
 from streamlearn.meta.maml import InnerRule, MetaParams
 from streamlearn.meta.tasks import TaskBuffer
 from streamlearn.meta.trainer import BackgroundMetaTrainer
-from streamlearn.metrics import Metrics, RollingMean
-from streamlearn.regret import GlobalBaseline
-from streamlearn.resets import Resetter
+from streamlearn.metrics import Metrics
+from streamlearn.outcomes import Outcomes, prediction_loss
+from streamlearn.step_result import StepResult
 from streamlearn.wiring import build_io, build_spec
 
 log = logging.getLogger("streamlearn")
@@ -51,6 +51,7 @@ class Daemon:
         source: Source | None = None,
         sink: Sink | None = None,
         theta0: torch.Tensor | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg
         self.spec = build_spec(cfg)
@@ -69,32 +70,23 @@ class Daemon:
             m.feature_names,
         )
         self.learner = OnlineLearner(self.spec, cfg.learner, theta0, standardize=m.standardize)
-        self.resetter = Resetter(self.learner, cfg.drift)
-        self.baseline = (
-            GlobalBaseline(self.spec, cfg.learner, theta0, cfg.metrics.baseline_batch)
-            if cfg.metrics.baseline == "global_model"
-            else None
-        )
-        self.drift = DriftMonitor(cfg.drift)
-        d = cfg.drift
-        self.recovery = RecoveryTracker(
-            d.recovery_window,
-            d.recovery_tolerance,
-            d.recovery_max_labels,
-            relative=m.task == "regression",
-        )
         self.metrics = Metrics(registry, m.task)
         self.metrics.step_size.set(cfg.learner.learning_rate)
         self.metrics.model_version.set(self.learner.model_version)
-        window = cfg.metrics.rolling_window
-        self._rolling_loss = RollingMean(window)
-        self._rolling_base = RollingMean(window)
-        self._rolling_quality = RollingMean(window)
-        self._cum_loss = 0.0
-        self._cum_base = 0.0
+        self.tasks: TaskBuffer | None = None
+        if cfg.meta.enabled:
+            self.tasks = TaskBuffer(cfg.meta.buffer_per_task, cfg.meta.buffer_tasks, seed=m.seed)
+        self.outcomes = Outcomes(cfg, self.learner, self.metrics, theta0, self.tasks)
+        self.active = (
+            ActiveLearning(cfg.active, self.learner, self.metrics, seed=m.seed, clock=clock)
+            if cfg.active.enabled
+            else None
+        )
+        if self.active is not None:
+            self.outcomes.listeners.append(self.active.observe_labels)
+        self._labels_topic = cfg.kafka.topics.labels
         self._stop = threading.Event()
         self.events_seen = 0
-        self.labels_seen = 0
         self._running = False
         ck = cfg.checkpoint
         self.store = CheckpointStore(ck.dir, ck.keep) if ck.dir else None
@@ -102,7 +94,6 @@ class Daemon:
         self._last_checkpoint = time.monotonic()
         self._checkpoint_error: str | None = None
         self.resumed_from: int | None = None
-        self.tasks: TaskBuffer | None = None
         self.meta_trainer: BackgroundMetaTrainer | None = None
         self._meta = MetaParams(
             self.learner.theta0,
@@ -110,7 +101,6 @@ class Daemon:
         )
         if cfg.meta.enabled:
             mc = cfg.meta
-            self.tasks = TaskBuffer(mc.buffer_per_task, mc.buffer_tasks, seed=m.seed)
             rule = InnerRule(
                 steps=mc.inner_steps,
                 lam=cfg.learner.proximal_lambda,
@@ -125,11 +115,15 @@ class Daemon:
 
     @property
     def regret(self) -> float:
-        return self._cum_loss - self._cum_base
+        return self.outcomes.regret
 
     @property
     def rolling_quality(self) -> float:
-        return self._rolling_quality.value
+        return self.outcomes.rolling_quality
+
+    @property
+    def labels_seen(self) -> int:
+        return self.outcomes.labels
 
     def ready(self) -> tuple[bool, str]:
         if not self._running:
@@ -143,19 +137,16 @@ class Daemon:
     # -- checkpoints ---------------------------------------------------------------------------
 
     def _state(self) -> dict[str, object]:
+        o = self.outcomes
         return {
             "learner": self.learner.state_dict(),
-            "baseline": self.baseline.state_dict() if self.baseline is not None else {},
+            "baseline": o.baseline.state_dict() if o.baseline is not None else {},
             "meta": {
                 "log_rate": self._meta.log_rate.clone(),
                 "tasks": self.tasks.state_dict() if self.tasks is not None else {},
             },
-            "totals": {
-                "events": self.events_seen,
-                "labels": self.labels_seen,
-                "loss": self._cum_loss,
-                "baseline_loss": self._cum_base,
-            },
+            "active": self.active.state_dict() if self.active is not None else {},
+            "totals": {"events": self.events_seen, **o.totals()},
         }
 
     def _restore(self, store: CheckpointStore) -> None:
@@ -164,18 +155,19 @@ class Daemon:
             return
         state = ck.state
         self.learner.load_state_dict(state["learner"])
-        if self.baseline is not None and state.get("baseline"):
-            self.baseline.load_state_dict(state["baseline"])
+        o = self.outcomes
+        if o.baseline is not None and state.get("baseline"):
+            o.baseline.load_state_dict(state["baseline"])
         meta = state.get("meta", {})
         if "log_rate" in meta:
             self._meta = MetaParams(self.learner.theta0, meta["log_rate"])
         if self.tasks is not None and meta.get("tasks"):
             self.tasks.load_state_dict(meta["tasks"])
+        if self.active is not None and state.get("active"):
+            self.active.load_state_dict(state["active"])
         totals = state["totals"]
         self.events_seen = int(totals["events"])
-        self.labels_seen = int(totals["labels"])
-        self._cum_loss = float(totals["loss"])
-        self._cum_base = float(totals["baseline_loss"])
+        o.restore_totals(totals)
         self.source.seek(ck.offsets)
         self.resumed_from = ck.sequence
         self.metrics.model_version.set(self.learner.model_version)
@@ -252,7 +244,10 @@ class Daemon:
             self._maybe_checkpoint()  # a quiet stream still gets its tail committed on time
             return 0
         started = time.perf_counter()
-        batch, dead = self.decoder.decode(records)
+        events, answers = self._split(records)
+        batch, dead = self.decoder.decode(events)
+        if answers:
+            dead += self._answers(answers)
         mt = self.metrics
         if dead:
             self.sink.dead_letters(dead)
@@ -261,7 +256,7 @@ class Daemon:
         if len(batch):
             self._learn(batch)
         mt.poll_seconds.observe(time.perf_counter() - started)
-        self.events_seen += len(records)
+        self.events_seen += len(events)
         self._since_checkpoint += len(records)
         self._meta_tick()
         self._maybe_checkpoint()
@@ -279,8 +274,37 @@ class Daemon:
                 use_learned_rates=self.cfg.meta.use_learned_rates,
             )
 
+    def _split(self, records: list[RawRecord]) -> tuple[list[RawRecord], list[RawRecord]]:
+        """Events, and label answers (records of the labels topic, with active learning)."""
+        if self.active is None:
+            return records, []
+        topic = self._labels_topic
+        events = [r for r in records if r.origin.topic != topic]
+        if len(events) == len(records):
+            return records, []
+        return events, [r for r in records if r.origin.topic == topic]
+
+    def _answers(self, records: list[RawRecord]) -> list[DeadLetter]:
+        """Join label answers to their queries and learn from them (delayed labels)."""
+        assert self.active is not None
+        answers, dead = self.decoder.decode_answers(records)
+        if dead:
+            self.metrics.answers.labels("malformed").inc(len(dead))
+        joined = self.active.join(answers)
+        if joined is not None:
+            res = self.learner.process(joined.batch, update_scaler=False)
+            b, p = joined.batch, joined.p
+            # With an exploration share, only its (random, unbiased) labels feed drift
+            # detection: the scored ones are the model's hard cases by design.
+            a = self.cfg.active
+            detect = joined.explored if a.explore > 0 and a.policy != "random" else None
+            loss = prediction_loss(self.spec, p, b.y)
+            self.outcomes.record(b.keys, res.x_std, b.y.astype(np.float64), p, loss, detect)
+            self._step_metrics(res)
+        return dead
+
     def _learn(self, batch: EventBatch) -> None:
-        mt, cfg = self.metrics, self.cfg
+        mt = self.metrics
         res = self.learner.process(batch)
         n = len(batch)
         mt.events.inc(n)
@@ -299,32 +323,22 @@ class Daemon:
             ]
         )
         mt.predictions.inc(n)
+        if self.active is not None:
+            queries = self.active.ask(batch, res.p, res.x_std)
+            if queries:
+                self.sink.queries(queries)
         labelled = batch.labelled
-        m = int(labelled.sum())
-        if m == 0:
-            return
-        self.labels_seen += m
-        mt.labels.inc(m)
-        loss = res.loss[labelled]
-        self._cum_loss += float(loss.sum())
-        mt.loss.inc(float(loss.sum()))
-        self._rolling_loss.extend(loss.tolist())
-        mt.rolling_loss.set(self._rolling_loss.value)
-        if self.baseline is not None:
-            base = self.baseline.process(res.x_std, batch.y)[labelled]
-            self._cum_base += float(base.sum())
-            mt.baseline_loss.inc(float(base.sum()))
-            self._rolling_base.extend(base.tolist())
-            mt.rolling_baseline_loss.set(self._rolling_base.value)
-            mt.regret.set(self.regret)
-        if self.spec.task == "regression":
-            quality = (-loss).tolist()
-            abs_err = np.abs(res.p[labelled] - batch.y[labelled])
-            self._rolling_quality.extend(abs_err.tolist())
-        else:
-            quality = res.correct[labelled].tolist()
-            self._rolling_quality.extend(quality)
-        mt.rolling_quality.set(self._rolling_quality.value)
+        if labelled.any():
+            keys_l = [k for k, is_l in zip(batch.keys, labelled.tolist(), strict=True) if is_l]
+            y = batch.y[labelled].astype(np.float64)
+            self.outcomes.record(
+                keys_l, res.x_std[labelled], y, res.p[labelled], res.loss[labelled]
+            )
+            self._step_metrics(res)
+        mt.active_keys.set(self.learner.n_keys)
+
+    def _step_metrics(self, res: StepResult) -> None:
+        mt = self.metrics
         if res.rollbacks:
             mt.rollbacks.inc(res.rollbacks)
         mt.update_norm.set(res.mean_step)
@@ -333,35 +347,6 @@ class Daemon:
         mt.curriculum_weight.set(res.curriculum)
         if self.learner.sizer.watch is not None:
             mt.observe_curvature(self.learner.sizer.watch)
-        keys_l = [k for k, is_l in zip(batch.keys, labelled.tolist(), strict=True) if is_l]
-        if self.tasks is not None:
-            self.tasks.add(keys_l, res.x_std[labelled], batch.y[labelled])
-        self.resetter.observe(keys_l, res.x_std[labelled], batch.y[labelled])
-        for length in self.recovery.observe(quality):
-            mt.recovery.observe(length)
-        report = self.drift.update(keys_l, res.error[labelled].tolist())
-        if report.drifted_keys:
-            if self.tasks is not None:
-                self.tasks.close_segments(report.drifted_keys)
-            mt.drifts.labels("key").inc(len(report.drifted_keys))
-            mt.resets.labels("key_drift").inc(
-                self._count_starts(self.resetter.reset(report.drifted_keys))
-            )
-        if report.global_drift:
-            if self.tasks is not None:
-                self.tasks.close_all()
-            mt.global_drift_now()
-            unrecovered_before = self.recovery.unrecovered
-            self.recovery.drift()
-            mt.unrecovered.inc(self.recovery.unrecovered - unrecovered_before)
-            if cfg.drift.on_global_drift == "reset_all":
-                mt.resets.labels("global_drift").inc(self._count_starts(self.resetter.reset_all()))
-        mt.active_keys.set(self.learner.n_keys)
-
-    def _count_starts(self, by_start: dict[int, int]) -> int:
-        for start, n in by_start.items():
-            self.metrics.reset_starts.labels(str(start)).inc(n)
-        return sum(by_start.values())
 
     def run(self, max_events: int = 0, status: Callable[[str], None] | None = None) -> int:
         """Process until stopped, the source ends, or ``max_events`` records; returns 0."""
@@ -400,9 +385,10 @@ class Daemon:
     def status_line(self, rate: float | None) -> str:
         q = "acc" if self.spec.task != "regression" else "mae"
         rate_s = f" ({rate:,.0f}/s)" if rate is not None else ""
+        drift = self.outcomes.drift
         return (
             f"events={self.events_seen:,}{rate_s} labels={self.labels_seen:,} "
-            f"{q}={self.rolling_quality:.3f} loss={self._rolling_loss.value:.3f} "
-            f"regret={self.regret:+.1f} drifts={self.drift.n_global}/{self.drift.n_key} "
+            f"{q}={self.rolling_quality:.3f} loss={self.outcomes.rolling_loss.value:.3f} "
+            f"regret={self.regret:+.1f} drifts={drift.n_global}/{drift.n_key} "
             f"keys={self.learner.n_keys:,} version={self.learner.model_version}"
         )

@@ -115,3 +115,36 @@ def grad(
             dh = np.matmul(delta[:, None, :], w)[:, 0, :]
             delta = dh * (1.0 - h_in * h_in) if spec.activation == "tanh" else dh * (h_in > 0)
     return g, p, data_loss
+
+
+def directional(
+    spec: ModelSpec, flat: np.ndarray, tangent: np.ndarray, x: np.ndarray
+) -> np.ndarray:
+    """Forward-mode derivative of :func:`predict` along ``tangent`` (one direction per lane):
+    ``d predict(flat + t tangent, x) / dt`` at ``t = 0``, ``[L, o]``. What the query policy's
+    lambda-sensitivity needs per event, without torch's dispatch per poll."""
+    lanes = flat.shape[0]
+    h, dh = x, np.zeros_like(x)
+    last = len(spec.layers) - 1
+    for i, (start, n_in, n_out) in enumerate(spec.layers):
+        mid = start + n_out * n_in
+        w = flat[:, start:mid].reshape(lanes, n_out, n_in)
+        dw = tangent[:, start:mid].reshape(lanes, n_out, n_in)
+        z = np.matmul(w, h[:, :, None])[:, :, 0] + flat[:, mid : mid + n_out]
+        dz = (
+            np.matmul(dw, h[:, :, None])[:, :, 0]
+            + np.matmul(w, dh[:, :, None])[:, :, 0]
+            + tangent[:, mid : mid + n_out]
+        )
+        if i < last:
+            h = _act(spec, z)
+            dh = dz * (1.0 - h * h) if spec.activation == "tanh" else dz * (z > 0)
+        else:
+            h, dh = z, dz
+    if spec.task == "binary":
+        p = _sigmoid(h)
+        return np.asarray(p * (1.0 - p) * dh)
+    if spec.task == "multiclass":
+        p = _softmax(h)
+        return np.asarray(p * (dh - (p * dh).sum(1, keepdims=True)))
+    return np.asarray(dh)

@@ -5,9 +5,10 @@ holds the r-th event of every key that has more than r events in the poll. A rou
 lane-batched step: every lane predicts with its key's current weights, then the labelled
 lanes take one AdaGrad step on ``L(f(x; w), y) + (lambda/2)||w - theta0||^2``. So within a
 key, events are handled one at a time in arrival order, exactly as if they had arrived alone
-(each prediction sees every earlier label of its key); across keys nothing is shared. The only
-per-poll quantity is the feature standardiser, updated with the poll's events before the
-first round.
+(each prediction sees every earlier label of its key); across keys nothing is shared within
+a poll. The per-poll quantities are the feature standardiser, updated with the poll's events
+before the first round, and, with ``learner.shared`` on, the shared model's step after the
+last round (:mod:`streamlearn.shared`: theta0 and every key move by it).
 
 State lives in numpy tables (one row per key; :mod:`streamlearn.lanes` says why numpy);
 the public accessors hand out torch tensors, the currency of the model and meta-learning.
@@ -16,7 +17,6 @@ the public accessors hand out torch tensors, the currency of the model and meta-
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,34 +29,13 @@ from streamlearn.messages import EventBatch
 from streamlearn.meta.pool import MAX_POOL
 from streamlearn.model import ModelSpec
 from streamlearn.optim import AdagradState, adagrad_step, proximal_grad
+from streamlearn.optim.guard import UpdateGuard
 from streamlearn.optim.stepsize import StepSizer
 from streamlearn.scaling import RunningStandardizer
+from streamlearn.shared import SharedWeights
+from streamlearn.step_result import StepResult, event_outputs
 
 _MIN_CAPACITY = 64
-
-
-@dataclass(slots=True)
-class StepResult:
-    """Prequential outputs of one poll, aligned with the batch's events.
-
-    ``p``: P(class 1) for binary, class probabilities ``[n, C]`` for multiclass, the value
-    for regression. ``loss`` and ``correct`` are NaN for unlabelled events; ``correct`` is
-    NaN for regression too. ``error`` is the drift signal (0/1 error, or the loss).
-    """
-
-    p: np.ndarray
-    loss: np.ndarray
-    correct: np.ndarray
-    rollbacks: int
-    mean_step: float
-    x_std: np.ndarray
-    eta: float = 0.0  # the base rate after this poll (hypergradient)
-    hypergradient: float = 0.0  # its last signal, mean -cos(g_t, u_{t-1})
-    curriculum: float = 1.0  # mean curriculum multiplier of the poll's steps
-
-    @property
-    def error(self) -> np.ndarray:
-        return np.where(np.isnan(self.correct), self.loss, 1.0 - self.correct)
 
 
 class OnlineLearner:
@@ -64,7 +43,9 @@ class OnlineLearner:
 
     >>> from streamlearn.messages import EventBatch
     >>> spec = ModelSpec(n_features=1)
-    >>> learner = OnlineLearner(spec, LearnerConfig(learning_rate=0.5), spec.init(kind="zeros"))
+    >>> from streamlearn.config import SharedConfig
+    >>> cfg = LearnerConfig(learning_rate=0.5, shared=SharedConfig(enabled=False))
+    >>> learner = OnlineLearner(spec, cfg, spec.init(kind="zeros"))
     >>> batch = EventBatch(["1", "2"], ["a", "a"], np.zeros(2), np.array([[1.0], [1.0]]),
     ...                    np.array([1.0, 1.0]))
     >>> [round(v, 3) for v in learner.process(batch).p.tolist()]  # second sees the first
@@ -99,6 +80,20 @@ class OnlineLearner:
         self._pool = np.zeros((0, spec.n_params), dtype=np.float32)
         self._start_of = np.zeros(_MIN_CAPACITY, dtype=np.int64)
         self.sizer = StepSizer(spec, cfg)
+        # The proximal strength in force: learner.proximal_lambda, unless tuned online
+        # (active.lambda_tuning moves it through set_proximal_lambda).
+        self.proximal_lambda = cfg.proximal_lambda
+        self.shared = (
+            SharedWeights(
+                self._theta0,
+                rate=cfg.shared.learning_rate,
+                initial_accumulator=cfg.initial_accumulator,
+                forgetting=cfg.shared.forgetting,
+                eps=cfg.adagrad_eps,
+            )
+            if cfg.shared.enabled
+            else None
+        )
         # Each key's last AdaGrad direction, for the rate hypergradient (zeros: none yet).
         self._direction = np.zeros_like(self._params) if self.sizer.hyper else None
 
@@ -133,6 +128,33 @@ class OnlineLearner:
             return torch.full((self.spec.n_params,), self.cfg.initial_accumulator)
         return torch.from_numpy(self._accum[slot].copy())
 
+    def slots_of(self, keys: Sequence[str]) -> np.ndarray:
+        """Table row of each key, -1 for keys never seen."""
+        get = self.keys.get
+        return np.fromiter(
+            (-1 if (s := get(k)) is None else s for k in keys), dtype=np.int64, count=len(keys)
+        )
+
+    def rows(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fast weights and proximal anchors (the start each key was last reset to) of these
+        rows; -1 (a key never seen) reads theta0 for both. Copies."""
+        known = slots >= 0
+        w = np.tile(self._theta0, (len(slots), 1))
+        anchor = w.copy()
+        w[known] = self._params[slots[known]]
+        anchor[known] = self.starts[self._start_of[slots[known]]]
+        return w, anchor
+
+    def tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """Fast weights and anchors of every key row (views of the live tables' rows)."""
+        n = len(self.keys)
+        return self._params[:n], self.starts[self._start_of[:n]]
+
+    def set_proximal_lambda(self, lam: float) -> None:
+        if not lam > 0:
+            raise ValueError(f"learner.proximal_lambda must be > 0 when tuned, got {lam}")
+        self.proximal_lambda = lam
+
     def predict(self, keys: Sequence[str], x: np.ndarray) -> np.ndarray:
         """Predictions with the keys' current weights; changes nothing (not even the scaler)."""
         if self.scaler is not None:
@@ -156,6 +178,8 @@ class OnlineLearner:
         self._theta0 = _as_row(theta0)
         self._rates = None if rates is None else _as_row(rates)
         self._version = version
+        if self.shared is not None:
+            self.shared.restart(self._theta0)
 
     def set_pool(self, pool: torch.Tensor | None) -> None:
         """Install a meta-init pool (``[K, P]``) as starts ``1..K``; None removes it. Keys keep
@@ -183,7 +207,11 @@ class OnlineLearner:
         return len(slots)
 
     def reset_all(self, start: int = 0) -> int:
+        """Every key to ``start``; with a shared model, it goes back to its start first."""
         n = len(self.keys)
+        if self.shared is not None:
+            self._theta0 = self.shared.start.copy()
+            self.shared.restart()
         self._reset_slots(np.arange(n), start)
         return n
 
@@ -204,22 +232,19 @@ class OnlineLearner:
         if n <= cap:
             return
         extra = max(n, 2 * cap) - cap
+        p = self.spec.n_params
         self._params = np.concatenate([self._params, np.tile(self._theta0, (extra, 1))])
+        init = np.full((extra, p), self.cfg.initial_accumulator, dtype=np.float32)
+        self._accum = np.concatenate([self._accum, init])
         self._start_of = np.concatenate([self._start_of, np.zeros(extra, dtype=np.int64)])
         if self._direction is not None:
-            zeros = np.zeros((extra, self.spec.n_params), dtype=np.float32)
-            self._direction = np.concatenate([self._direction, zeros])
-        self._accum = np.concatenate(
-            [
-                self._accum,
-                np.full(
-                    (extra, self.spec.n_params), self.cfg.initial_accumulator, dtype=np.float32
-                ),
-            ]
-        )
+            self._direction = np.concatenate([self._direction, np.zeros((extra, p), np.float32)])
 
-    def process(self, batch: EventBatch) -> StepResult:
-        """Predict every event, then learn from the labelled ones (prequential), per round."""
+    def process(self, batch: EventBatch, *, update_scaler: bool = True) -> StepResult:
+        """Predict every event, then learn from the labelled ones (prequential), per round.
+
+        ``update_scaler=False`` for events the standardiser has already seen (delayed label
+        answers to queried events)."""
         n = len(batch.ids)
         spec, cfg = self.spec, self.cfg
         if n == 0:
@@ -230,7 +255,8 @@ class OnlineLearner:
         self._ensure_capacity(len(self.keys))
         x = np.asarray(batch.x, dtype=np.float32)
         if self.scaler is not None:
-            self.scaler.update(x)
+            if update_scaler:
+                self.scaler.update(x)
             x = self.scaler.transform(x)
         order, sizes = rounds(slots)
         xs, ss = x[order], slots[order]
@@ -244,10 +270,9 @@ class OnlineLearner:
         params, accum, theta0 = self._params, self._accum, self._theta0
         starts = self.starts if len(self._pool) else None
         lr = self.sizer.poll_rate(cfg.learning_rate if self._rates is None else self._rates)
-        lam, eps = cfg.proximal_lambda, cfg.adagrad_eps
-        max_sq = cfg.max_step_norm**2
-        factor, floor = cfg.guard_loss_factor, cfg.guard_loss_floor
-        sizer, direction = self.sizer, self._direction
+        lam, eps = self.proximal_lambda, cfg.adagrad_eps
+        guard = UpdateGuard(spec, cfg)
+        sizer, direction, shared = self.sizer, self._direction, self.shared
         per_round = sizer.per_round
         step_sq = 0.0
         rollbacks = 0
@@ -263,6 +288,8 @@ class OnlineLearner:
                     lo = hi
                     continue
                 g, p, loss = lanes.grad(spec, w, xs[lo:hi], ys[lo:hi])
+                if shared is not None:
+                    shared.accumulate(g[labelled[lo:hi]])
                 p_out[lo:hi] = p
                 loss_out[lo:hi] = loss
                 anchor = theta0 if starts is None else starts[self._start_of[sl]]
@@ -272,24 +299,12 @@ class OnlineLearner:
                 if per_round:
                     u_prev = direction[sl] if direction is not None else g
                     lr_r = sizer.rates(lr, g, u_prev, p, ys[lo:hi], lab)
-                w_new, state, step = adagrad_step(w, AdagradState(accum[sl]), g, lr_r, eps)
-                # Guard: an update with a non-finite loss, parameters or AdaGrad state, or a
-                # step longer than max_step_norm, is rolled back for that key, never kept. (A
-                # huge label can overflow g*g to inf: the step is then 0 but the accumulator
-                # is poisoned.) Any non-finite term turns ``check`` into NaN or inf.
-                sq = (step * step).sum(1)
-                check = sq + 0.0 * state.accum.sum(1) + 0.0 * loss
-                ok = check <= max_sq
-                if factor > 0:  # ... or one that raises its own example's loss too far
-                    after = lanes.loss(spec, w_new, xs[lo:hi], ys[lo:hi])
-                    ok &= ~lab | (after <= factor * loss + floor)
-                new_accum = state.accum
-                if not ok.all():
-                    rollbacks += int((~ok).sum())
-                    keep = ok[:, None]
-                    w_new = np.where(keep, w_new, w)
-                    new_accum = np.where(keep, new_accum, accum[sl])
-                    sq = np.where(ok, sq, 0.0)
+                a_old = accum[sl]
+                w_new, state, step = adagrad_step(w, AdagradState(a_old), g, lr_r, eps)
+                w_new, new_accum, sq, ok = guard.check(
+                    w, a_old, w_new, state.accum, step, loss, xs[lo:hi], ys[lo:hi], lab
+                )
+                rollbacks += int((~ok).sum())
                 params[sl] = w_new
                 accum[sl] = new_accum
                 if direction is not None:
@@ -297,6 +312,9 @@ class OnlineLearner:
                     direction[sl[upd]] = (g / (new_accum**0.5 + eps))[upd]
                 step_sq += float(sq.sum())
                 lo = hi
+        if shared is not None and (delta := shared.step(theta0)) is not None:
+            self._theta0 = theta0 + delta  # every key moves with the shared weights
+            params[: len(self.keys)] += delta
         inv = np.empty(n, dtype=np.int64)
         inv[order] = np.arange(n)
         loss_np = np.where(labelled, loss_out, np.nan)[inv].astype(np.float64)
@@ -307,16 +325,7 @@ class OnlineLearner:
             watch.observe(slots[keep], x[keep], y32, loss_np[keep])
             if watch.due():
                 watch.refresh(params, accum, theta0, sizer.eta)
-        y = np.asarray(batch.y, dtype=np.float64)
-        if spec.task == "binary":
-            p_np = p_out[inv, 0].astype(np.float64)
-            correct = np.where(np.isnan(y), np.nan, ((p_np >= 0.5) == (y == 1.0)) * 1.0)
-        elif spec.task == "multiclass":
-            p_np = p_out[inv].astype(np.float64)
-            correct = np.where(np.isnan(y), np.nan, (p_np.argmax(1) == y) * 1.0)
-        else:
-            p_np = p_out[inv, 0].astype(np.float64)
-            correct = np.full(n, np.nan)
+        p_np, correct = event_outputs(spec, p_out, inv, np.asarray(batch.y, dtype=np.float64))
         n_steps = int(n_labelled[-1]) - rollbacks
         mean_step = (step_sq / n_steps) ** 0.5 if n_steps > 0 else 0.0
         return StepResult(
@@ -345,6 +354,8 @@ class OnlineLearner:
             "pool": torch.from_numpy(self._pool.copy()),
             "start_of": torch.from_numpy(self._start_of[:n].copy()),
             "eta": self.sizer.eta,
+            "proximal_lambda": self.proximal_lambda,
+            "shared": {} if self.shared is None else self.shared.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -377,6 +388,9 @@ class OnlineLearner:
             self._direction = np.zeros_like(self._params)
             if self.sizer.hyper is not None and "eta" in state:
                 self.sizer.hyper.set_eta(float(state["eta"]))
+        self.proximal_lambda = float(state.get("proximal_lambda", self.cfg.proximal_lambda))
+        if self.shared is not None and state.get("shared"):
+            self.shared.load_state_dict(state["shared"])
         scaler = state.get("scaler")
         if self.scaler is not None and scaler is not None:
             self.scaler.load_state_dict(scaler)

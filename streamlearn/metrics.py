@@ -17,6 +17,7 @@ from streamlearn.messages import Reason
 from streamlearn.optim.sharpness import CurvatureWatch
 
 POLL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LATENCY_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400)
 RECOVERY_BUCKETS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000)
 
 
@@ -263,6 +264,51 @@ class Metrics:
         self.last_checkpoint = gauge(
             "streamlearn_last_checkpoint_timestamp_seconds",
             "Unix time of the last saved checkpoint (0 before any).",
+        )
+        self.queries = _counter_by(
+            r,
+            "streamlearn_queries",
+            "Label queries produced, by the policy that scored them (explore: drawn at random "
+            "from the budget's exploration share).",
+            "reason",
+            ("uncertainty", "sensitivity", "combined", "random", "explore"),
+        )
+        self.answers = _counter_by(
+            r,
+            "streamlearn_label_answers",
+            "Label answers received, by outcome (ok: joined and learned; late: its query had "
+            "expired; duplicate; unknown: never asked; malformed: dead-lettered).",
+            "outcome",
+            ("ok", "late", "duplicate", "unknown", "malformed"),
+        )
+        self.label_latency = Histogram(
+            "streamlearn_label_latency_seconds",
+            "Time from a query to its answer, for answers joined in time.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queries_expired = Counter(
+            "streamlearn_queries_expired",
+            "Queries closed unanswered at their expiry.",
+            registry=r,
+        )
+        self.pending_queries = gauge("streamlearn_pending_queries", "Queries awaiting an answer.")
+        self.query_budget = gauge(
+            "streamlearn_query_budget", "Share of unlabelled events the budget allows to query."
+        )
+        self.query_rate = gauge(
+            "streamlearn_query_rate", "Smoothed share of unlabelled events queried."
+        )
+        self.query_threshold = gauge(
+            "streamlearn_query_threshold",
+            "Score quantile an event must exceed to be queried (set by the budget controller).",
+        )
+        self.proximal_lambda = gauge(
+            "streamlearn_proximal_lambda", "Proximal strength lambda in force."
+        )
+        self.lambda_hypergradient = gauge(
+            "streamlearn_lambda_hypergradient",
+            "Last validation hypergradient dL_val/dlambda (implicit differentiation).",
         )
 
     def global_drift_now(self) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from river import base
 
-from streamlearn.config import LearnerConfig
+from streamlearn.config import LearnerConfig, SharedConfig
 from streamlearn.learner import OnlineLearner
 from streamlearn.messages import EventBatch
 from streamlearn.model import ModelSpec
@@ -34,7 +34,11 @@ class _RiverAdapter:
         self.task = task
         self.n_classes = n_classes
         self.hidden = tuple(hidden)
-        self.learner_cfg = learner or LearnerConfig()
+        # One river model is one key: a shared model across keys would be the same key
+        # learned twice (two AdaGrad steps per label), so it is off here.
+        self.learner_cfg = (learner or LearnerConfig()).model_copy(
+            update={"shared": SharedConfig(enabled=False)}
+        )
         self.feature_names = list(feature_names) if feature_names else None
         self.seed = seed
         self._learner: OnlineLearner | None = None

@@ -32,7 +32,8 @@ def build_io(cfg: Config) -> tuple[Source, Sink]:
             )
             if created:
                 log.info("created topics %s with %d partitions", created, k.partitions)
-        return KafkaSource(k, cfg.source.batch_size), KafkaSink(k)
+        topics = [k.topics.events] + ([k.topics.labels] if cfg.active.enabled else [])
+        return KafkaSource(k, cfg.source.batch_size, topics), KafkaSink(k)
     return build_source(cfg), MemorySink()
 
 

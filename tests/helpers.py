@@ -4,10 +4,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from streamlearn.config import LearnerConfig, SharedConfig
 from streamlearn.messages import EventBatch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,3 +47,9 @@ def event_batch(keys: list[str], x: object, y: object) -> EventBatch:
         np.asarray(x, dtype=np.float32),
         np.asarray(y, dtype=np.float64),
     )
+
+
+def per_key_rules(**kw: Any) -> LearnerConfig:
+    """A learner config with the shared model off: the per-key rules alone, for the tests
+    that hold them to their oracles one event at a time."""
+    return LearnerConfig(shared=SharedConfig(enabled=False), **kw)

@@ -10,7 +10,7 @@ from streamlearn.keys import rounds
 from streamlearn.learner import OnlineLearner
 from streamlearn.model import ModelSpec
 from streamlearn.scaling import RunningStandardizer
-from tests.helpers import event_batch
+from tests.helpers import event_batch, per_key_rules
 
 
 def _stream(n=60, d=3, n_keys=4, seed=0, unlabelled=0.25):
@@ -32,7 +32,7 @@ SPECS = [
 
 @pytest.mark.parametrize("spec", SPECS, ids=repr)
 def test_round_batching_equals_one_event_at_a_time(spec):
-    cfg = LearnerConfig(learning_rate=0.3, proximal_lambda=0.05)
+    cfg = per_key_rules(learning_rate=0.3, proximal_lambda=0.05)
     theta0 = spec.init(seed=3, kind="normal")
     keys, x, y = _stream()
     if spec.task == "multiclass":
@@ -52,7 +52,7 @@ def test_round_batching_equals_one_event_at_a_time(spec):
 
 def test_learner_equals_sequential_reference_built_on_torch_func():
     spec = ModelSpec(3, hidden=(4,))
-    cfg = LearnerConfig(learning_rate=0.2, proximal_lambda=0.1, adagrad_eps=1e-10)
+    cfg = per_key_rules(learning_rate=0.2, proximal_lambda=0.1, adagrad_eps=1e-10)
     theta0 = spec.init(seed=1)
     keys, x, y = _stream(n=40, n_keys=3, seed=4)
     learner = OnlineLearner(spec, cfg, theta0, standardize=False)
@@ -84,7 +84,7 @@ def test_rounds_group_occurrences_within_key():
 
 def test_unlabelled_events_predict_but_do_not_learn():
     spec = ModelSpec(2)
-    learner = OnlineLearner(spec, LearnerConfig(), spec.init(kind="zeros"), standardize=False)
+    learner = OnlineLearner(spec, per_key_rules(), spec.init(kind="zeros"), standardize=False)
     res = learner.process(event_batch(["a", "a"], [[1, 2], [3, 4]], [np.nan, np.nan]))
     assert res.p.tolist() == [0.5, 0.5]
     assert np.isnan(res.loss).all()
@@ -94,7 +94,7 @@ def test_unlabelled_events_predict_but_do_not_learn():
 def test_reset_returns_keys_to_theta0_and_fresh_adagrad_state():
     spec = ModelSpec(2)
     theta0 = torch.tensor([0.1, -0.2, 0.3])
-    cfg = LearnerConfig(initial_accumulator=0.1)
+    cfg = per_key_rules(initial_accumulator=0.1)
     learner = OnlineLearner(spec, cfg, theta0, standardize=False)
     learner.process(event_batch(["a", "b"], [[1, 2], [3, 4]], [1, 0]))
     assert not torch.equal(learner.params_of("a"), theta0)
@@ -108,7 +108,7 @@ def test_reset_returns_keys_to_theta0_and_fresh_adagrad_state():
 
 def test_new_meta_init_applies_to_new_keys_and_resets():
     spec = ModelSpec(1)
-    learner = OnlineLearner(spec, LearnerConfig(), spec.init(kind="zeros"), standardize=False)
+    learner = OnlineLearner(spec, per_key_rules(), spec.init(kind="zeros"), standardize=False)
     learner.process(event_batch(["a"], [[1.0]], [1]))
     learner.set_theta0(torch.ones(2), version=3)
     assert learner.model_version == 3
@@ -121,7 +121,7 @@ def test_new_meta_init_applies_to_new_keys_and_resets():
 
 def test_guard_rolls_back_non_finite_updates_per_key():
     spec = ModelSpec(1, "regression")
-    learner = OnlineLearner(spec, LearnerConfig(), spec.init(kind="zeros"), standardize=False)
+    learner = OnlineLearner(spec, per_key_rules(), spec.init(kind="zeros"), standardize=False)
     res = learner.process(event_batch(["bad", "ok"], [[1.0], [1.0]], [1e30, 1.0]))
     assert res.rollbacks == 1
     assert torch.equal(learner.params_of("bad"), torch.zeros(2))
@@ -136,7 +136,7 @@ def test_guard_rolls_back_non_finite_updates_per_key():
 
 def test_guard_rolls_back_steps_longer_than_the_limit():
     spec = ModelSpec(1, "regression")
-    cfg = LearnerConfig(learning_rate=10.0, max_step_norm=1.0)
+    cfg = per_key_rules(learning_rate=10.0, max_step_norm=1.0)
     learner = OnlineLearner(spec, cfg, spec.init(kind="zeros"), standardize=False)
     res = learner.process(event_batch(["a"], [[1.0]], [5.0]))  # AdaGrad's first step: 10 per weight
     assert res.rollbacks == 1
@@ -145,7 +145,7 @@ def test_guard_rolls_back_steps_longer_than_the_limit():
 
 def test_capacity_grows_past_initial_table():
     spec = ModelSpec(1)
-    learner = OnlineLearner(spec, LearnerConfig(), spec.init(kind="zeros"))
+    learner = OnlineLearner(spec, per_key_rules(), spec.init(kind="zeros"))
     keys = [f"k{i}" for i in range(500)]
     learner.process(event_batch(keys, np.ones((500, 1)), np.ones(500)))
     assert learner.n_keys == 500
@@ -154,7 +154,7 @@ def test_capacity_grows_past_initial_table():
 
 def test_theta0_shape_is_validated():
     with pytest.raises(ValueError, match="theta0 has shape"):
-        OnlineLearner(ModelSpec(2), LearnerConfig(), torch.zeros(5))
+        OnlineLearner(ModelSpec(2), per_key_rules(), torch.zeros(5))
 
 
 def test_running_standardizer_matches_numpy():

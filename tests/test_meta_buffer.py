@@ -12,7 +12,7 @@ from streamlearn.messages import EventBatch
 from streamlearn.meta.initfile import MetaInit, load_meta_init, save_meta_init
 from streamlearn.meta.tasks import TaskBuffer
 from streamlearn.model import ModelSpec
-from tests.helpers import run_cli
+from tests.helpers import per_key_rules, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +60,7 @@ def test_meta_init_file_checks_the_model_layout(tmp_path):
 def test_learned_per_parameter_rates_drive_the_online_steps():
     spec = ModelSpec(1)
     learner = OnlineLearner(
-        spec, LearnerConfig(learning_rate=1.0), spec.init(kind="zeros"), standardize=False
+        spec, per_key_rules(learning_rate=1.0), spec.init(kind="zeros"), standardize=False
     )
     learner.set_theta0(torch.zeros(2), version=1, rates=torch.tensor([0.0, 0.25]))
     batch = EventBatch(["1"], ["k"], np.zeros(1), np.array([[2.0]]), np.array([1.0]))

@@ -2,11 +2,11 @@ import numpy as np
 import torch
 from river import datasets, evaluate, linear_model, metrics, preprocessing
 
-from streamlearn.config import LearnerConfig
 from streamlearn.learner import OnlineLearner
 from streamlearn.messages import EventBatch
 from streamlearn.model import ModelSpec
 from streamlearn.river_compat import StreamlearnClassifier
+from tests.helpers import per_key_rules
 
 
 def test_progressive_val_score_runs_unchanged_and_is_competitive():
@@ -25,7 +25,7 @@ def test_adapter_is_the_daemon_learner():
     data = list(datasets.Phishing().take(50))
     model = StreamlearnClassifier()
     spec = ModelSpec(len(data[0][0]))
-    ref = OnlineLearner(spec, LearnerConfig(), spec.init(kind="zeros"))
+    ref = OnlineLearner(spec, per_key_rules(), spec.init(kind="zeros"))  # one key: no sharing
     for i, (x, y) in enumerate(data):
         row = np.array([list(x.values())], dtype=np.float32)
         p_ref = ref.predict(["river"], row)[0]

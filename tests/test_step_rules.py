@@ -19,7 +19,7 @@ from streamlearn.learner import OnlineLearner
 from streamlearn.model import ModelSpec
 from streamlearn.optim.curriculum import curriculum_weight, margins
 from streamlearn.optim.hypergradient import rate_hypergradient
-from tests.helpers import event_batch
+from tests.helpers import event_batch, per_key_rules
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
@@ -70,7 +70,7 @@ def test_curriculum_weight_is_logistic_between_floor_and_one():
 def test_curriculum_scales_the_learners_step_exactly():
     spec = ModelSpec(1)
     c = CurriculumConfig(enabled=True, midpoint=-1.0, steepness=3.0, floor=0.1)
-    cfg = LearnerConfig(learning_rate=0.5, proximal_lambda=0.0, curriculum=c)
+    cfg = per_key_rules(learning_rate=0.5, proximal_lambda=0.0, curriculum=c)
     learner = OnlineLearner(spec, cfg, torch.zeros(2), standardize=False)
     res = learner.process(event_batch(["k"], [[2.0]], [0.0]))
     # p = 0.5: margin 0, weight 0.1 + 0.9 * sigmoid(3 * (0 + 1)); g = (p - y) * (x, 1)
@@ -84,7 +84,7 @@ def test_curriculum_scales_the_learners_step_exactly():
 def test_hypergradient_lowers_the_rate_when_steps_overshoot_and_raises_it_when_they_agree():
     spec = ModelSpec(1, "regression")
     h = HypergradientConfig(enabled=True, beta=0.1, low=0.01, high=5.0)
-    cfg = LearnerConfig(learning_rate=1.0, proximal_lambda=0.0, hypergradient=h)
+    cfg = per_key_rules(learning_rate=1.0, proximal_lambda=0.0, hypergradient=h)
     learner = OnlineLearner(spec, cfg, torch.zeros(2), standardize=False)
     learner.process(event_batch(["a"], [[1.0]], [0.1]))  # a step of ~1 per weight: overshoots
     res = learner.process(event_batch(["a"], [[1.0]], [0.1]))  # gradient now points back
@@ -110,7 +110,7 @@ def test_hypergradient_rate_must_start_within_its_bounds():
 
 def test_guard_rolls_back_an_update_that_raises_its_own_loss_beyond_the_factor():
     spec = ModelSpec(1, "regression")
-    on = LearnerConfig(learning_rate=10.0, guard_loss_factor=4.0, proximal_lambda=0.0)
+    on = per_key_rules(learning_rate=10.0, guard_loss_factor=4.0, proximal_lambda=0.0)
     learner = OnlineLearner(spec, on, torch.zeros(2), standardize=False)
     res = learner.process(event_batch(["a", "b"], [[1.0], [1.0]], [1.0, 50.0]))
     # a: loss 0.5 -> 0.5 * (20 - 1)^2 after a step of ~10 per weight: rolled back.

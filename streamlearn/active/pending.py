@@ -9,7 +9,7 @@ ones; none of them changes anything.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 Outcome = Literal["ok", "late", "duplicate", "unknown"]
@@ -25,6 +25,8 @@ class Pending:
     model_version: int
     asked_at: float
     expires_at: float
+    event_ts: float = 0.0  # the event's own time, kept for the batch it is learned in
+    explored: bool = False  # drawn at random (an unbiased label), not for its score
 
 
 class PendingQueries:
@@ -83,3 +85,17 @@ class PendingQueries:
             return item, "ok"
         why = self._closed.get(ident)
         return None, why if why is not None else "unknown"
+
+    def state_dict(self) -> dict[str, object]:
+        """Plain data (a checkpoint holds no pickled objects)."""
+        return {
+            "open": [asdict(p) for p in self._open.values()],
+            "closed": list(self._closed.items()),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._open.clear()
+        self._by_event.clear()
+        self._closed = OrderedDict((str(i), why) for i, why in state["closed"])
+        for item in state["open"]:
+            self.add(Pending(**item))

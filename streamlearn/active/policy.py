@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -35,28 +35,40 @@ def uncertainty(p: np.ndarray) -> np.ndarray:
 
 
 class QuantileScale:
-    """A raw score's quantile among the last ``size`` raw scores seen (1 before any).
+    """A raw score's quantile among the last ``size`` raw scores seen, these included when
+    ``update`` (so the very first batch is ranked among itself, not all waved through).
+    Ties get a uniformly random share of their range: a score held by many events (a
+    saturated probability) would otherwise jump from quantile 0 to 1 past any threshold.
 
     >>> scale = QuantileScale(size=4)
     >>> scale.quantiles(np.array([1.0, 2.0, 3.0, 4.0]), update=True).tolist()
-    [1.0, 1.0, 1.0, 1.0]
+    [0.25, 0.5, 0.75, 1.0]
     >>> scale.quantiles(np.array([0.0, 2.5, 9.0]), update=False).tolist()
     [0.0, 0.5, 1.0]
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, seed: int = 0) -> None:
         self.size = size
         self._ref = np.zeros(0)
+        self._rng = np.random.default_rng(seed)
 
     def quantiles(self, raw: np.ndarray, *, update: bool) -> np.ndarray:
-        ref = self._ref
-        if len(ref):
-            q = np.searchsorted(np.sort(ref), raw, side="right") / len(ref)
-        else:
-            q = np.ones(len(raw))
         if update:
-            self._ref = np.concatenate([ref, raw])[-self.size :]
-        return np.asarray(q, dtype=np.float64)
+            self._ref = np.concatenate([self._ref, raw])[-self.size :]
+        ref = np.sort(self._ref)
+        if not len(ref):
+            return np.ones(len(raw))
+        below = np.searchsorted(ref, raw, side="left")
+        upto = np.searchsorted(ref, raw, side="right")
+        tied = upto - below
+        q = upto if not (tied > 1).any() else below + self._rng.random(len(raw)) * tied
+        return np.asarray(q / len(ref), dtype=np.float64)
+
+    def state(self) -> list[float]:
+        return [float(v) for v in self._ref]
+
+    def load(self, values: Sequence[float]) -> None:
+        self._ref = np.asarray(values, dtype=np.float64)[-self.size :]
 
 
 class QueryPolicy:
@@ -82,6 +94,8 @@ class QueryPolicy:
         remember: int = 100_000,
         kp: float = 2.0,
         ki: float = 0.5,
+        explore: float = 0.0,
+        horizon: int = 2500,
         seed: int = 0,
     ) -> None:
         if policy not in ("uncertainty", "sensitivity", "combined", "random"):
@@ -93,8 +107,15 @@ class QueryPolicy:
             raise ValueError(f"active.budget must be in (0, 1], got {budget}")
         if not 0.0 <= mix <= 1.0:
             raise ValueError(f"active.mix must be in [0, 1], got {mix}")
+        if not 0.0 <= explore < 1.0:
+            raise ValueError(f"active.explore must be in [0, 1), got {explore}")
+        if horizon < 1:
+            raise ValueError(f"active.horizon must be >= 1 event, got {horizon}")
         self.policy = policy
         self.budget = budget
+        self.explore = explore
+        self.horizon = horizon
+        self.explored = np.zeros(0, dtype=bool)  # which picks of the last select explored
         self.mix = mix
         self._rng = np.random.default_rng(seed)
         self._scale = QuantileScale(reference)  # of the policy's raw scores
@@ -103,10 +124,36 @@ class QueryPolicy:
         self._remember = remember
         # The controller's output is minus the threshold: below budget (error > 0) the
         # output rises, so the threshold falls and more events qualify.
+        scored = budget * (1.0 - explore)
         self.controller = PIController(
-            setpoint=budget, kp=kp, ki=ki, out_min=-1.0, out_max=0.0, bias=-(1.0 - budget)
+            setpoint=scored, kp=kp, ki=ki, out_min=-1.0, out_max=0.0, bias=-(1.0 - scored)
         )
-        self.rate = budget  # smoothed share of events queried
+        self.rate = scored  # smoothed share of events queried for their scores
+
+    def set_budget(self, budget: float) -> None:
+        """A new target share (a per-second budget turned into a share of the event rate)."""
+        self.budget = min(max(budget, 0.0), 1.0)
+        self.controller.setpoint = self.budget * (1.0 - self.explore)
+
+    def state_dict(self) -> dict[str, object]:
+        c = self.controller
+        return {
+            "rate": self.rate,
+            "budget": self.budget,
+            "controller": [c.integral, c.error, c.output],
+            "reference": self._scale.state(),
+            "sensitivity_reference": self._sensitivity_scale.state(),
+            "asked": list(self._asked),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rate = float(state["rate"])
+        self.set_budget(float(state["budget"]))
+        c = self.controller
+        c.integral, c.error, c.output = (float(v) for v in state["controller"])
+        self._scale.load(state["reference"])
+        self._sensitivity_scale.load(state["sensitivity_reference"])
+        self._asked = OrderedDict((str(e), None) for e in state["asked"])
 
     @property
     def threshold(self) -> float:
@@ -128,16 +175,25 @@ class QueryPolicy:
 
     def select(self, event_ids: Sequence[str], raw: np.ndarray) -> np.ndarray:
         """Mask of the events to query now; updates the reference, the rate and the
-        threshold."""
+        threshold. A share ``explore`` of the budget goes to events drawn at random
+        (:attr:`explored` marks them): their labels are an unbiased sample, so the error
+        they show is the model's, not that of the hard cases the scores pick, and drift
+        detection can rely on them (the "split" strategy of Zliobaite et al., Active
+        learning with drifting streaming data, IEEE TNNLS 2014)."""
+        n = len(raw)
         q = self._scale.quantiles(raw, update=True)
-        fresh = np.fromiter((e not in self._asked for e in event_ids), dtype=bool, count=len(raw))
-        pick = fresh & (q > self.threshold)
+        fresh = np.fromiter((e not in self._asked for e in event_ids), dtype=bool, count=n)
+        explored = fresh & (self._rng.random(n) < self.budget * self.explore)
+        scored = fresh & ~explored & (q > self.threshold)
+        pick = explored | scored
         for e in np.asarray(event_ids, dtype=object)[pick]:
             self._asked[e] = None
         while len(self._asked) > self._remember:
             self._asked.popitem(last=False)
-        if len(raw):
-            share = float(pick.mean())
-            self.rate += 0.2 * (share - self.rate)
+        if n:
+            # The scored share, smoothed over about ``horizon`` events.
+            alpha = 1.0 - (1.0 - 1.0 / self.horizon) ** n
+            self.rate += alpha * (float(scored.mean()) - self.rate)
             self.controller.update(self.rate)
+        self.explored = explored[pick]
         return pick

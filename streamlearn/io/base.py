@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from streamlearn.messages import DeadLetter, Prediction, RawRecord
+from streamlearn.messages import DeadLetter, Prediction, Query, RawRecord
 
 
 @runtime_checkable
@@ -43,18 +43,24 @@ class Sink(Protocol):
 
     def dead_letters(self, items: Sequence[DeadLetter]) -> None: ...
 
+    def queries(self, items: Sequence[Query]) -> None: ...
+
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
 
 
 class NullSink:
-    """Discards predictions; dead letters are still counted by the daemon's metrics."""
+    """Discards every output; dead letters and queries are still counted by the daemon's
+    metrics."""
 
     def predictions(self, items: Sequence[Prediction]) -> None:
         return None
 
     def dead_letters(self, items: Sequence[DeadLetter]) -> None:
+        return None
+
+    def queries(self, items: Sequence[Query]) -> None:
         return None
 
     def flush(self) -> None:

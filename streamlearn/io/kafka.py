@@ -36,7 +36,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streamlearn.config import KafkaConfig
-from streamlearn.messages import DeadLetter, Origin, Prediction, RawRecord
+from streamlearn.messages import DeadLetter, Origin, Prediction, Query, RawRecord
 
 log = logging.getLogger("streamlearn.kafka")
 
@@ -142,12 +142,15 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class KafkaSource:
-    """The events topic read by a consumer group, with manual commits.
+    """The events topic (and the labels topic, when asked) read by a consumer group, with
+    manual commits.
 
     Not constructed in doctests: it needs a broker (see ``tests/test_kafka.py``).
     """
 
-    def __init__(self, cfg: KafkaConfig, max_poll_records: int) -> None:
+    def __init__(
+        self, cfg: KafkaConfig, max_poll_records: int, topics: Sequence[str] | None = None
+    ) -> None:
         self.cfg = cfg
         self._consumer = KafkaConsumer(
             group_id=cfg.group_id,
@@ -163,7 +166,11 @@ class KafkaSource:
         )
         self._positions: dict[str, int] = {}
         self._restore: dict[str, int] = {}
-        self._consumer.subscribe([cfg.topics.events], listener=_Rebalance(self))
+        # With active learning the labels topic too: one consumer, so that a poll holds both
+        # and one checkpoint covers both. The default range assignor gives a consumer the
+        # same partition numbers of topics with equal partition counts, and labellers key
+        # answers by entity like events: an answer reaches the replica that asked.
+        self._consumer.subscribe(list(topics or [cfg.topics.events]), listener=_Rebalance(self))
         self._last_error: str | None = None
         self._probe = BrokerProbe(cfg.bootstrap_servers)
 
@@ -272,6 +279,12 @@ class KafkaSink:
     def dead_letters(self, items: Sequence[DeadLetter]) -> None:
         for d in items:
             self._producer.send(self.cfg.topics.dead_letter, value=d.to_json())
+
+    def queries(self, items: Sequence[Query]) -> None:
+        """One message per query, keyed by entity (labellers may partition work by key)."""
+        topic = self.cfg.topics.queries
+        for q in items:
+            self._producer.send(topic, key=q.key.encode(), value=q.to_json())
 
     def flush(self) -> None:
         self._producer.flush(timeout=self.cfg.request_timeout_ms / 1000)

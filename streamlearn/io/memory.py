@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from streamlearn.io.synthetic import LabelledEvent
-from streamlearn.messages import DeadLetter, Origin, Prediction, RawRecord
+from streamlearn.messages import DeadLetter, Origin, Prediction, Query, RawRecord
 
 LINGER_S = 0.05
 
@@ -92,16 +92,18 @@ class MemorySource:
 
 
 class MemorySink:
-    """Keeps the last ``capacity`` predictions and dead letters (for the embedded default and
-    tests); counts everything it was given."""
+    """Keeps the last ``capacity`` predictions, dead letters and queries (for the embedded
+    default and tests); counts everything it was given."""
 
     def __init__(self, capacity: int = 10_000) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.recent_predictions: deque[Prediction] = deque(maxlen=capacity)
         self.recent_dead_letters: deque[DeadLetter] = deque(maxlen=capacity)
+        self.recent_queries: deque[Query] = deque(maxlen=capacity)
         self.n_predictions = 0
         self.n_dead_letters = 0
+        self.n_queries = 0
 
     def predictions(self, items: Sequence[Prediction]) -> None:
         self.recent_predictions.extend(items)
@@ -110,6 +112,10 @@ class MemorySink:
     def dead_letters(self, items: Sequence[DeadLetter]) -> None:
         self.recent_dead_letters.extend(items)
         self.n_dead_letters += len(items)
+
+    def queries(self, items: Sequence[Query]) -> None:
+        self.recent_queries.extend(items)
+        self.n_queries += len(items)
 
     def flush(self) -> None:
         return None

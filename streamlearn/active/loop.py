@@ -1,0 +1,220 @@
+"""The active-learning side of one poll: ask for labels, join the answers.
+
+:meth:`ActiveLearning.ask` scores a poll's unlabelled events (after their predictions were
+made), picks the ones within the budget, turns them into :class:`~streamlearn.messages.Query`
+messages and remembers them as pending. :meth:`ActiveLearning.join` matches label answers to
+pending queries and hands back what to learn from, with the prediction published at event
+time (regret is charged against that, not against the model the label finds). The lambda
+watch (:mod:`streamlearn.active.lambda_watch`) sees every label and, on its cadence, renews
+the per-key ``dw*/dlambda`` the sensitivity scores need and, when tuning, lambda itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streamlearn.active.lambda_watch import LambdaWatch
+from streamlearn.active.pending import Pending, PendingQueries
+from streamlearn.active.policy import QueryPolicy
+from streamlearn.config import ActiveConfig
+from streamlearn.learner import OnlineLearner
+from streamlearn.messages import Answer, EventBatch, Query
+from streamlearn.metrics import Metrics
+
+
+@dataclass(frozen=True)
+class Joined:
+    """Answers joined to their queries, as a batch to learn from (raw features), with the
+    predictions published for those events."""
+
+    batch: EventBatch
+    p: np.ndarray
+    explored: np.ndarray  # answers to random (exploration) queries
+
+
+class ActiveLearning:
+    """Query selection, pending queries and the lambda watch of one daemon.
+
+    Not run as a doctest (it needs a learner and metrics): see ``tests/test_active_loop.py``.
+    """
+
+    def __init__(
+        self,
+        cfg: ActiveConfig,
+        learner: OnlineLearner,
+        metrics: Metrics,
+        *,
+        seed: int = 0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.learner = learner
+        self.metrics = metrics
+        self.clock = clock
+        self.policy = QueryPolicy(
+            cfg.policy,
+            budget=cfg.budget,
+            mix=cfg.mix,
+            reference=cfg.reference,
+            remember=cfg.remember,
+            kp=cfg.kp,
+            ki=cfg.ki,
+            explore=cfg.explore,
+            horizon=cfg.horizon,
+            seed=seed,
+        )
+        self.pending = PendingQueries(cfg.max_pending, cfg.remember)
+        needs_watch = cfg.policy in ("sensitivity", "combined") or cfg.lambda_tuning.enabled
+        self.watch = (
+            LambdaWatch(learner.spec, cfg, learner.proximal_lambda) if needs_watch else None
+        )
+        self._last_ask: float | None = None
+        self._unlabelled_rate = 0.0  # events per second, smoothed
+        metrics.query_budget.set(cfg.budget)
+        metrics.proximal_lambda.set(learner.proximal_lambda)
+
+    # -- labels -----------------------------------------------------------------------------
+
+    def observe_labels(self, keys: list[str], x_std: np.ndarray, y: np.ndarray) -> None:
+        """Every label learned (carried by events or answered); refreshes on cadence."""
+        w = self.watch
+        if w is None or not len(y):
+            return
+        w.observe(self.learner.slots_of(keys), x_std, y)
+        if w.due():
+            params, anchors = self.learner.tables()
+            out = w.refresh(params, anchors)
+            if self.cfg.lambda_tuning.enabled:
+                self.learner.set_proximal_lambda(out.lam)
+            self.metrics.proximal_lambda.set(self.learner.proximal_lambda)
+            self.metrics.lambda_hypergradient.set(out.hypergradient)
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def ask(self, batch: EventBatch, p: np.ndarray, x_std: np.ndarray) -> list[Query]:
+        """Queries for the poll's unlabelled events worth a label (``p`` and ``x_std``:
+        the poll's predictions and standardised features, aligned with the batch)."""
+        now = self.clock()
+        self._expire(now)
+        idx = np.flatnonzero(~batch.labelled)
+        self._hold_budget(now, len(idx))
+        if not len(idx):
+            return []
+        ids = [batch.ids[i] for i in idx]
+        keys = [batch.keys[i] for i in idx]
+        p_u = p[idx]
+        sens = None
+        if self.watch is not None:
+            slots = self.learner.slots_of(keys)
+            w, _ = self.learner.rows(slots)
+            sens = self.watch.sensitivity(w, slots, np.asarray(x_std[idx], dtype=np.float32))
+        raw = self.policy.scores(p_u, sens)
+        pick = np.flatnonzero(self.policy.select(ids, raw))
+        mt = self.metrics
+        mt.query_rate.set(self.policy.rate)
+        mt.query_threshold.set(self.policy.threshold)
+        if not len(pick):
+            return []
+        version = self.learner.model_version
+        expires = now + self.cfg.expiry_s
+        out: list[Query] = []
+        for j, explored in zip(pick.tolist(), self.policy.explored.tolist(), strict=True):
+            i = int(idx[j])
+            x = batch.x[i].tolist()
+            pj: Any = p_u[j].tolist()
+            reason = "explore" if explored else self.cfg.policy
+            q = Query(
+                f"q-{ids[j]}", ids[j], keys[j], x, float(raw[j]), reason, pj, version, expires
+            )
+            self.pending.add(
+                Pending(
+                    q.query_id,
+                    q.event_id,
+                    q.key,
+                    x,
+                    pj,
+                    version,
+                    now,
+                    expires,
+                    float(batch.ts[i]),
+                    explored,
+                )
+            )
+            out.append(q)
+            mt.queries.labels(reason).inc()
+        mt.pending_queries.set(len(self.pending))
+        return out
+
+    def _hold_budget(self, now: float, n_unlabelled: int) -> None:
+        """With ``budget_per_second``, the share queried is at most that over the rate of
+        unlabelled events (smoothed)."""
+        c = self.cfg
+        if c.budget_per_second <= 0:
+            return
+        if self._last_ask is not None and now > self._last_ask:
+            rate = n_unlabelled / (now - self._last_ask)
+            a = 0.2 if self._unlabelled_rate else 1.0
+            self._unlabelled_rate += a * (rate - self._unlabelled_rate)
+        self._last_ask = now
+        share = c.budget
+        if self._unlabelled_rate > 0:
+            share = min(c.budget, c.budget_per_second / self._unlabelled_rate)
+        self.policy.set_budget(share)
+        self.metrics.query_budget.set(share)
+
+    def _expire(self, now: float) -> None:
+        gone = self.pending.expire(now)
+        if gone:
+            self.metrics.queries_expired.inc(len(gone))
+            self.metrics.pending_queries.set(len(self.pending))
+
+    # -- answers ----------------------------------------------------------------------------
+
+    def join(self, answers: Sequence[Answer]) -> Joined | None:
+        """Match answers to pending queries; counts every outcome; the joined ones come back
+        as a batch (event ids, keys, the event's time and features, the answered label)."""
+        now = self.clock()
+        self._expire(now)
+        mt = self.metrics
+        items: list[Pending] = []
+        ys: list[float] = []
+        for a in answers:
+            item, outcome = self.pending.answer(a.ident, now)
+            mt.answers.labels(outcome).inc()
+            if item is not None:
+                items.append(item)
+                ys.append(a.y)
+                mt.label_latency.observe(max(0.0, now - item.asked_at))
+        mt.pending_queries.set(len(self.pending))
+        if not items:
+            return None
+        batch = EventBatch(
+            [i.event_id for i in items],
+            [i.key for i in items],
+            np.array([i.event_ts for i in items], dtype=np.float64),
+            np.array([i.x for i in items], dtype=np.float32),
+            np.array(ys, dtype=np.float32),
+        )
+        explored = np.array([i.explored for i in items], dtype=bool)
+        return Joined(batch, np.array([i.p for i in items], dtype=np.float64), explored)
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, object]:
+        return {
+            "pending": self.pending.state_dict(),
+            "policy": self.policy.state_dict(),
+            "lambda": self.watch.state_dict() if self.watch is not None else {},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pending.load_state_dict(state["pending"])
+        self.policy.load_state_dict(state["policy"])
+        if self.watch is not None and state.get("lambda"):
+            self.watch.load_state_dict(state["lambda"])
+        self.metrics.pending_queries.set(len(self.pending))

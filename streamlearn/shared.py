@@ -1,0 +1,93 @@
+"""A model shared by every key, learned from every label: per-key weights become the shared
+weights plus the key's own offset.
+
+Why: an entity with few labels (a new key, a key after a drift, or any key when labels are
+bought sparingly) cannot fit a model alone, but entities of one population share most of
+their concept. With ``learner.shared.enabled`` the learner's ``theta0`` is no longer fixed:
+after each poll it takes one AdaGrad step (its own accumulator, rate
+``learner.shared.learning_rate``) on the mean data gradient of the poll's labelled events,
+the accumulator first decayed by ``learner.shared.forgetting`` (RMSprop's running average
+instead of AdaGrad's sum: the shared weights must keep moving after a drift that the few
+labels of a tight budget never let a detector see; with 1.0 it is plain AdaGrad),
+and every key's weights move by the same step. A key's weights are thus ``theta0 + d_k``,
+where the offset ``d_k`` is what the key's own steps added; the proximal term
+``(lambda/2)||w_k - theta0||^2`` is ``(lambda/2)||d_k||^2``. This is joint online learning
+of the hierarchical model ``f(x; theta + d_k)``: the gradient of a key's loss in ``theta``
+is its gradient in ``w_k``. A global drift reset sends the shared weights (and their
+accumulator) back to the installed start, so that the new concept is learned from a clean
+slate, and the keys with them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from streamlearn.optim import AdagradState, adagrad_step
+
+
+class SharedWeights:
+    """The shared part's optimiser state; the weights themselves are the learner's theta0.
+
+    >>> s = SharedWeights(np.zeros(2, dtype=np.float32), rate=0.1, initial_accumulator=0.0)
+    >>> s.accumulate(np.array([[2.0, -1.0], [2.0, -1.0]], dtype=np.float32))
+    >>> [round(float(v), 6) for v in s.step(np.zeros(2, dtype=np.float32))]  # mean grad's
+    [-0.1, 0.1]
+    """
+
+    def __init__(
+        self,
+        start: np.ndarray,
+        *,
+        rate: float,
+        initial_accumulator: float,
+        forgetting: float = 1.0,
+        eps: float = 1e-10,
+    ) -> None:
+        self.rate = rate
+        self.forgetting = forgetting
+        self.eps = eps
+        self.initial_accumulator = initial_accumulator
+        self.start = start.copy()  # where a global drift sends the shared weights back
+        self.accum = np.full_like(start, initial_accumulator)
+        self._grad = np.zeros_like(start, dtype=np.float64)
+        self._count = 0
+
+    def accumulate(self, grads: np.ndarray) -> None:
+        """Data gradients (no proximal term) of labelled lanes, ``[L, P]``."""
+        if len(grads):
+            self._grad += grads.sum(0)
+            self._count += len(grads)
+
+    def step(self, theta0: np.ndarray) -> np.ndarray | None:
+        """The step of the shared weights on the mean gradient since the last step (None
+        when there was none, or it is not finite)."""
+        if self._count == 0:
+            return None
+        g = (self._grad / self._count).astype(np.float32)
+        self._grad[:] = 0.0
+        self._count = 0
+        decayed = AdagradState(self.accum * np.float32(self.forgetting))
+        new, state, _ = adagrad_step(theta0, decayed, g, self.rate, self.eps)
+        if not (np.isfinite(new).all() and np.isfinite(state.accum).all()):
+            return None
+        self.accum = state.accum
+        return np.asarray(new - theta0, dtype=np.float32)
+
+    def restart(self, start: np.ndarray | None = None) -> None:
+        """Fresh accumulator (and a new start when a meta-init is installed)."""
+        if start is not None:
+            self.start = start.copy()
+        self.accum = np.full_like(self.start, self.initial_accumulator)
+        self._grad[:] = 0.0
+        self._count = 0
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            "start": torch.from_numpy(self.start.copy()),
+            "accum": torch.from_numpy(self.accum.copy()),
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.start = state["start"].numpy().astype(np.float32)
+        self.accum = state["accum"].numpy().astype(np.float32)
