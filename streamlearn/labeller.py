@@ -164,21 +164,23 @@ def oracle_loop(
 ) -> None:
     """Answer queries from the truth, each when its delay has passed."""
     idle_since = time.monotonic()
-    while not stop():
-        queries = reader_poll(0.2)
-        now = time.time()
-        if queries:
-            idle_since = time.monotonic()
-            oracle.offer(queries, now)
-        for key, answer in oracle.due(now):
-            send(key, answer)
-            report.answered += 1
-            if max_answers and report.answered >= max_answers:
+    try:
+        while not stop():
+            queries = reader_poll(0.2)
+            now = time.time()
+            if queries:
+                idle_since = time.monotonic()
+                oracle.offer(queries, now)
+            for key, answer in oracle.due(now):
+                send(key, answer)
+                report.answered += 1
+                if max_answers and report.answered >= max_answers:
+                    return
+            idle = time.monotonic() - idle_since
+            if idle_timeout_s and idle >= idle_timeout_s and oracle.waiting == 0:
                 return
-        idle = time.monotonic() - idle_since
-        if idle_timeout_s and idle >= idle_timeout_s and oracle.waiting == 0:
-            return
-    report.skipped = oracle.skipped
+    finally:
+        report.skipped = oracle.skipped + oracle.unknown  # not answered: by rate, or no truth
 
 
 def _queries(
