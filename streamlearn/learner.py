@@ -154,6 +154,8 @@ class OnlineLearner:
         if not lam > 0:
             raise ValueError(f"learner.proximal_lambda must be > 0 when tuned, got {lam}")
         self.proximal_lambda = lam
+        if self.sizer.watch is not None:
+            self.sizer.watch.lam = lam
 
     def predict(self, keys: Sequence[str], x: np.ndarray) -> np.ndarray:
         """Predictions with the keys' current weights; changes nothing (not even the scaler)."""
@@ -389,6 +391,8 @@ class OnlineLearner:
             if self.sizer.hyper is not None and "eta" in state:
                 self.sizer.hyper.set_eta(float(state["eta"]))
         self.proximal_lambda = float(state.get("proximal_lambda", self.cfg.proximal_lambda))
+        if self.sizer.watch is not None:
+            self.sizer.watch.lam = self.proximal_lambda
         if self.shared is not None and state.get("shared"):
             self.shared.load_state_dict(state["shared"])
         scaler = state.get("scaler")

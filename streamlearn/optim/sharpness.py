@@ -42,6 +42,7 @@ class CurvatureWatch:
         self.spec = spec
         self.cfg = cfg
         self.recent = RecentLabels(c.window, spec.n_features)
+        self.lam = cfg.proximal_lambda  # the proximal strength in force (tuned: the learner's)
         self.spectrum: Spectrum | None = None
         self.cap: float | None = None
         self.refreshes = 0
@@ -128,7 +129,7 @@ class CurvatureWatch:
         self, w: torch.Tensor, root_d: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
         anchor: torch.Tensor,
     ) -> Spectrum:  # fmt: skip
-        spec, lam, k = self.spec, self.cfg.proximal_lambda, self.cfg.curvature.iterations
+        spec, lam, k = self.spec, self.lam, self.cfg.curvature.iterations
 
         def loss(v: torch.Tensor) -> torch.Tensor:
             data = vmap(spec.loss_one, in_dims=(None, 0, 0))(v, x, y).mean()
