@@ -145,8 +145,8 @@ def _cmd_label(cfg: Config, args: argparse.Namespace) -> int:
                 max_answers=args.max_answers,
                 idle_timeout_s=args.idle_timeout,
             )
-    except (KeyboardInterrupt, EOFError):
-        pass
+    except (KeyboardInterrupt, EOFError):  # Ctrl-C, or the end of piped input: stop cleanly
+        log.info("input ended: stopping")
     finally:
         sink.flush()
         sink.close()

@@ -391,4 +391,5 @@ class Daemon:
             f"{q}={self.rolling_quality:.3f} loss={self.outcomes.rolling_loss.value:.3f} "
             f"regret={self.regret:+.1f} drifts={drift.n_global}/{drift.n_key} "
             f"keys={self.learner.n_keys:,} version={self.learner.model_version}"
+            + (self.active.status() if self.active is not None else "")
         )

@@ -259,6 +259,8 @@ def test_daemon_queries_learns_answers_and_accounts_them(policy):
     # Every query was answered (the oracle drains at the end) and learned, nothing else.
     assert sample(reg, "streamlearn_label_answers_total", {"outcome": "ok"}) == len(queries)
     assert d.labels_seen == len(queries) == sample(reg, "streamlearn_labels_total")
+    assert _active(d).asked == _active(d).joined == len(queries)
+    assert f"queries={len(queries):,} answered={len(queries):,} pending=0" in d.status_line(None)
     # Regret and loss are charged against the prediction published at event time.
     p = np.array([q.p for q in queries])
     y = np.array([truth[q.event_id] for q in queries])

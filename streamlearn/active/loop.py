@@ -73,6 +73,8 @@ class ActiveLearning:
         self.watch = (
             LambdaWatch(learner.spec, cfg, learner.proximal_lambda) if needs_watch else None
         )
+        self.asked = 0  # queries produced
+        self.joined = 0  # answers joined and learned
         self._last_ask: float | None = None
         self._unlabelled_rate = 0.0  # events per second, smoothed
         metrics.query_budget.set(cfg.budget)
@@ -148,7 +150,15 @@ class ActiveLearning:
             out.append(q)
             mt.queries.labels(reason).inc()
         mt.pending_queries.set(len(self.pending))
+        self.asked += len(out)
         return out
+
+    def status(self) -> str:
+        """For the daemon's status line."""
+        return (
+            f" queries={self.asked:,} answered={self.joined:,} pending={len(self.pending):,}"
+            f" lambda={self.learner.proximal_lambda:.3g}"
+        )
 
     def _hold_budget(self, now: float, n_unlabelled: int) -> None:
         """With ``budget_per_second``, the share queried is at most that over the rate of
@@ -193,6 +203,7 @@ class ActiveLearning:
         mt.pending_queries.set(len(self.pending))
         if not items:
             return None
+        self.joined += len(items)
         batch = EventBatch(
             [i.event_id for i in items],
             [i.key for i in items],
