@@ -20,6 +20,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from streamlearn.config_kafka import (
+    KafkaConfig,
+    KafkaSecurityConfig,
+    ProducerConfig,
+    TopicsConfig,
+)
 from streamlearn.config_learning import (
     ActiveConfig,
     ControllerConfig,
@@ -43,9 +49,13 @@ __all__ = [
     "CurriculumConfig",
     "CurvatureConfig",
     "HypergradientConfig",
+    "KafkaConfig",
+    "KafkaSecurityConfig",
     "LambdaTuningConfig",
     "LearnerConfig",
+    "ProducerConfig",
     "SharedConfig",
+    "TopicsConfig",
     "load_config",
 ]
 
@@ -98,57 +108,6 @@ class SourceConfig(_Strict):
     def _file_needs_path(self) -> SourceConfig:
         if self.kind == "file" and not self.file.path:
             raise ValueError("source.file.path must be set when source.kind is 'file'")
-        return self
-
-
-class TopicsConfig(_Strict):
-    """Topic names of the design's topology."""
-
-    events: str = "streamlearn.events"
-    predictions: str = "streamlearn.predictions"
-    dead_letter: str = "streamlearn.dead-letter"
-    queries: str = "streamlearn.queries"
-    labels: str = "streamlearn.labels"
-
-
-class ProducerConfig(_Strict):
-    acks: Literal["0", "1", "all"] = "all"
-    linger_ms: Annotated[int, Field(ge=0, le=60_000)] = 20
-    batch_size: Annotated[int, Field(ge=1024)] = 1_048_576
-    compression_type: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "none"
-
-
-class KafkaConfig(_Strict):
-    """Broker connection, consumer group and the bounds that give back-pressure: the consumer
-    fetches at most ``fetch_max_bytes`` ahead and the loop polls only after it has processed
-    the previous batch, so nothing buffers without bound."""
-
-    bootstrap_servers: list[str] = Field(default_factory=lambda: ["127.0.0.1:9092"])
-    client_id: str = "streamlearn"
-    group_id: str = "streamlearn-adapters"
-    topics: TopicsConfig = TopicsConfig()
-    partitions: Annotated[int, Field(ge=1, le=10_000)] = 4
-    replication_factor: Annotated[int, Field(ge=1, le=100)] = 1
-    create_topics: bool = True
-    emit_predictions: bool = True
-    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    fetch_max_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
-    max_partition_fetch_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
-    session_timeout_ms: Annotated[int, Field(ge=1000)] = 10_000
-    heartbeat_interval_ms: Annotated[int, Field(ge=100)] = 3_000
-    max_poll_interval_ms: Annotated[int, Field(ge=1000)] = 300_000
-    request_timeout_ms: Annotated[int, Field(ge=1000)] = 30_000
-    reconnect_backoff_ms: Annotated[int, Field(ge=1)] = 100
-    reconnect_backoff_max_ms: Annotated[int, Field(ge=1)] = 10_000
-    producer: ProducerConfig = ProducerConfig()
-
-    @model_validator(mode="after")
-    def _heartbeat(self) -> KafkaConfig:
-        if self.heartbeat_interval_ms >= self.session_timeout_ms:
-            raise ValueError(
-                f"kafka.heartbeat_interval_ms ({self.heartbeat_interval_ms}) must be below "
-                f"kafka.session_timeout_ms ({self.session_timeout_ms})"
-            )
         return self
 
 

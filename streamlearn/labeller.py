@@ -24,7 +24,7 @@ from kafka import KafkaConsumer
 
 from streamlearn.active.oracle import Oracle
 from streamlearn.config import Config
-from streamlearn.io.kafka import KafkaSink, ensure_topics
+from streamlearn.io.kafka import KafkaSink, client_settings, ensure_topics
 
 log = logging.getLogger("streamlearn.label")
 
@@ -48,14 +48,13 @@ class QueryReader:
 
     def __init__(self, cfg: Config, group: str, report: LabelReport) -> None:
         k = cfg.kafka
+        settings = {**client_settings(k), "client_id": f"{k.client_id}-labeller"}
         self._consumer = KafkaConsumer(
             k.topics.queries,
-            bootstrap_servers=list(k.bootstrap_servers),
-            client_id=f"{k.client_id}-labeller",
             group_id=group,
             auto_offset_reset="earliest",
             enable_auto_commit=True,
-            request_timeout_ms=k.request_timeout_ms,
+            **settings,
         )
         self._report = report
 

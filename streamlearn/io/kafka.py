@@ -51,14 +51,33 @@ def _split(key: str) -> TopicPartition:
     return TopicPartition(topic, int(part))
 
 
-def _common(cfg: KafkaConfig) -> dict[str, Any]:
-    return {
+def client_settings(cfg: KafkaConfig) -> dict[str, Any]:
+    """What every kafka-python client of the service is built with: servers, timeouts,
+    backoff, and TLS/SASL from ``kafka.security`` (secrets read here, never logged)."""
+    sec = cfg.security
+    out: dict[str, Any] = {
         "bootstrap_servers": list(cfg.bootstrap_servers),
         "client_id": cfg.client_id,
         "request_timeout_ms": cfg.request_timeout_ms,
         "reconnect_backoff_ms": cfg.reconnect_backoff_ms,
         "reconnect_backoff_max_ms": cfg.reconnect_backoff_max_ms,
+        "security_protocol": sec.protocol,
     }
+    if sec.protocol in ("SSL", "SASL_SSL"):
+        out.update(
+            ssl_check_hostname=sec.ssl_check_hostname,
+            ssl_cafile=sec.ssl_cafile,
+            ssl_certfile=sec.ssl_certfile,
+            ssl_keyfile=sec.ssl_keyfile,
+            ssl_password=sec.secret("ssl_password"),
+        )
+    if sec.protocol.startswith("SASL"):
+        out.update(
+            sasl_mechanism=sec.sasl_mechanism,
+            sasl_plain_username=sec.sasl_username,
+            sasl_plain_password=sec.secret("sasl_password"),
+        )
+    return out
 
 
 def ensure_topics(cfg: KafkaConfig, names: Iterable[str], timeout_s: float = 30.0) -> list[str]:
@@ -68,7 +87,7 @@ def ensure_topics(cfg: KafkaConfig, names: Iterable[str], timeout_s: float = 30.
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            admin = KafkaAdminClient(**_common(cfg))
+            admin = KafkaAdminClient(**client_settings(cfg))
             break
         except KafkaError as exc:
             if time.monotonic() > deadline:
@@ -162,7 +181,7 @@ class KafkaSource:
             session_timeout_ms=cfg.session_timeout_ms,
             heartbeat_interval_ms=cfg.heartbeat_interval_ms,
             max_poll_interval_ms=cfg.max_poll_interval_ms,
-            **_common(cfg),
+            **client_settings(cfg),
         )
         self._positions: dict[str, int] = {}
         self._restore: dict[str, int] = {}
@@ -249,7 +268,7 @@ class KafkaSink:
             linger_ms=p.linger_ms,
             batch_size=p.batch_size,
             compression_type=None if p.compression_type == "none" else p.compression_type,
-            **_common(cfg),
+            **client_settings(cfg),
         )
         self._n_partitions: dict[str, int] = {}
 
