@@ -146,6 +146,7 @@ class Daemon:
                 "tasks": self.tasks.state_dict() if self.tasks is not None else {},
             },
             "active": self.active.state_dict() if self.active is not None else {},
+            "resets": self.outcomes.resetter.state_dict(),
             "totals": {"events": self.events_seen, **o.totals()},
         }
 
@@ -165,6 +166,8 @@ class Daemon:
             self.tasks.load_state_dict(meta["tasks"])
         if self.active is not None and state.get("active"):
             self.active.load_state_dict(state["active"])
+        if state.get("resets"):
+            o.resetter.load_state_dict(state["resets"])
         totals = state["totals"]
         self.events_seen = int(totals["events"])
         o.restore_totals(totals)

@@ -358,6 +358,7 @@ class OnlineLearner:
             "eta": self.sizer.eta,
             "proximal_lambda": self.proximal_lambda,
             "shared": {} if self.shared is None else self.shared.state_dict(),
+            "curvature": {} if self.sizer.watch is None else self.sizer.watch.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -393,6 +394,8 @@ class OnlineLearner:
         self.proximal_lambda = float(state.get("proximal_lambda", self.cfg.proximal_lambda))
         if self.sizer.watch is not None:
             self.sizer.watch.lam = self.proximal_lambda
+            if state.get("curvature"):
+                self.sizer.watch.load_state_dict(state["curvature"])
         if self.shared is not None and state.get("shared"):
             self.shared.load_state_dict(state["shared"])
         scaler = state.get("scaler")

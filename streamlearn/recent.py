@@ -4,8 +4,10 @@ start a drift reset takes, and the window the curvature is measured on."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import torch
 
 
 class RecentLabels:
@@ -46,3 +48,24 @@ class RecentLabels:
         if key is not None:
             order = order[self.keys[order] == key]
         return self.x[order], self.y[order]
+
+    def state_dict(self) -> dict[str, object]:
+        """Plain data and tensors (tags are keys or key rows: strings or ints)."""
+        return {
+            "x": torch.from_numpy(self.x.copy()),
+            "y": torch.from_numpy(self.y.copy()),
+            "tags": [t if t is None or isinstance(t, str) else int(t) for t in self.keys.tolist()],
+            "next": self._next,
+            "filled": self._filled,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        x = state["x"].numpy()
+        if x.shape != self.x.shape:
+            raise ValueError(f"recent-label ring of shape {x.shape}, this one is {self.x.shape}")
+        self.x[:], self.y[:] = x, state["y"].numpy()
+        tags = list(state["tags"])
+        if len(tags) != len(self.y):
+            raise ValueError(f"recent-label ring of {len(tags)} tags, this one holds {len(self.y)}")
+        self.keys[:] = np.asarray(tags, dtype=object)
+        self._next, self._filled = int(state["next"]), int(state["filled"])

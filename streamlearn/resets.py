@@ -11,6 +11,7 @@ pool every reset goes to theta0.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,3 +57,9 @@ class Resetter:
         for k in keys:
             by_start.setdefault(self._choose(k) if self.active else 0, []).append(k)
         return {s: self.learner.reset(ks, s) for s, ks in by_start.items()}
+
+    def state_dict(self) -> dict[str, object]:
+        return {"recent": self.recent.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.recent.load_state_dict(state["recent"])

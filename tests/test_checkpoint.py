@@ -137,3 +137,46 @@ def test_quiet_source_still_checkpoints_its_tail_on_time(tmp_path):
     ck = CheckpointStore(tmp_path).load_latest()
     assert ck is not None
     assert sum(ck.offsets.values()) == 150
+
+
+def test_resume_is_exact_with_curvature_controller_and_lambda_tuning(tmp_path):
+    """The step-size watch (its ring, cap and PI state), the tuned lambda with its per-key
+    directions, and the shared model all come back from the checkpoint: stopping and
+    resuming changes no weight."""
+
+    def cfg(directory: Path) -> Config:
+        return load_config(
+            overrides={
+                "source": {
+                    "batch_size": 250,
+                    "synthetic": {"n_keys": 20, "rate": 0, "label_fraction": 0.5},
+                },
+                "checkpoint": {"dir": str(directory), "every_events": 1000},
+                "drift": {"global": False, "per_key": False},
+                "learner": {
+                    "curvature": {"enabled": True, "every_labels": 400, "window": 64},
+                    "controller": {"enabled": True, "signal": "loss_trend"},
+                },
+                "active": {"enabled": True, "policy": "combined", "sensitivity_every_labels": 100},
+            },
+            env={},
+        )
+
+    whole = Daemon(cfg(tmp_path / "a"), CollectorRegistry())
+    whole.run(max_events=6000)
+    first = Daemon(cfg(tmp_path / "b"), CollectorRegistry())
+    first.run(max_events=3500)
+    second = Daemon(cfg(tmp_path / "b"), CollectorRegistry())
+    second.run(max_events=6000)
+    watch = whole.learner.sizer.watch
+    assert watch is not None
+    assert watch.refreshes >= 2
+    assert watch.pi is not None
+    assert whole.active is not None
+    assert whole.active.watch is not None
+    assert whole.active.watch.refreshes > 5
+    assert second.learner.proximal_lambda == pytest.approx(whole.learner.proximal_lambda)
+    assert second.learner.sizer.eta == pytest.approx(whole.learner.sizer.eta)
+    for key in whole.learner.keys.names():
+        torch.testing.assert_close(second.learner.params_of(key), whole.learner.params_of(key))
+    torch.testing.assert_close(second.learner.theta0, whole.learner.theta0)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -248,9 +249,20 @@ class LambdaWatch:
         )
 
     def state_dict(self) -> dict[str, object]:
-        return {"lam": self.lam, "rms": self._rms, "hypergradient": self.hypergradient}
+        return {
+            "lam": self.lam,
+            "rms": self._rms,
+            "hypergradient": self.hypergradient,
+            "recent": self.recent.state_dict(),
+            "directions": torch.from_numpy(self._dir.copy()),
+            "labels": [self._labels, self._last],
+        }
 
-    def load_state_dict(self, state: dict[str, float]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.lam = float(state["lam"])
         self._rms = float(state["rms"])
         self.hypergradient = float(state["hypergradient"])
+        if "recent" in state:  # absent in checkpoints of the first version
+            self.recent.load_state_dict(state["recent"])
+            self._dir = state["directions"].numpy().astype(np.float32)
+            self._labels, self._last = (int(v) for v in state["labels"])

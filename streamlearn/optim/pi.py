@@ -69,3 +69,11 @@ class PIController:
         self.integral = 0.0
         self.error = 0.0
         self.output = min(max(self.bias, self.out_min), self.out_max)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"integral": self.integral, "error": self.error, "output": self.output}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.integral = float(state["integral"])
+        self.error = float(state["error"])
+        self.output = float(state["output"])

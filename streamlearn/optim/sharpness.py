@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -152,3 +153,29 @@ class CurvatureWatch:
         x = torch.zeros(2, d, dtype=torch.float64)
         y = torch.zeros(2, dtype=torch.float64)
         self._measure(z, torch.ones(p, dtype=torch.float64), x, y, z)
+
+    def state_dict(self) -> dict[str, object]:
+        """Everything a resumed watch needs to cap and control exactly as before."""
+        sp = self.spectrum
+        return {
+            "recent": self.recent.state_dict(),
+            "spectrum": None if sp is None else [sp.lambda_min, sp.lambda_max, sp.iterations],
+            "cap": self.cap,
+            "labels": self._labels,
+            "last_refresh_labels": self._last_refresh_labels,
+            "refreshes": self.refreshes,
+            "loss_trend": [self._fast, self._slow],
+            "pi": self.pi.state_dict() if self.pi is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.recent.load_state_dict(state["recent"])
+        sp = state["spectrum"]
+        self.spectrum = None if sp is None else Spectrum(float(sp[0]), float(sp[1]), int(sp[2]))
+        self.cap = None if state["cap"] is None else float(state["cap"])
+        self._labels = int(state["labels"])
+        self._last_refresh_labels = int(state["last_refresh_labels"])
+        self.refreshes = int(state["refreshes"])
+        self._fast, self._slow = state["loss_trend"]
+        if self.pi is not None and state["pi"] is not None:
+            self.pi.load_state_dict(state["pi"])
