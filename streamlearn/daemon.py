@@ -147,6 +147,7 @@ class Daemon:
             },
             "active": self.active.state_dict() if self.active is not None else {},
             "resets": self.outcomes.resetter.state_dict(),
+            "drift": self.outcomes.drift.state_dict(),
             "totals": {"events": self.events_seen, **o.totals()},
         }
 
@@ -168,6 +169,8 @@ class Daemon:
             self.active.load_state_dict(state["active"])
         if state.get("resets"):
             o.resetter.load_state_dict(state["resets"])
+        if state.get("drift"):
+            o.drift.load_state_dict(state["drift"])
         totals = state["totals"]
         self.events_seen = int(totals["events"])
         o.restore_totals(totals)

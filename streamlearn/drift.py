@@ -3,6 +3,7 @@ key, and measurement of how many labelled events each recovery takes."""
 
 from __future__ import annotations
 
+import base64
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,49 @@ class Degradation:
         det.update(error)
         return bool(det.drift_detected)
 
+    def state(self) -> dict[str, Any]:
+        """The detector's state as plain data. ADWIN's lives in river's Rust extension, whose
+        ``__getstate__`` gives its window as bytes (serde, not pickle; base64 here);
+        PageHinkley's and KSWIN's are numbers, a window and a random state."""
+        det = self._det
+        out: dict[str, Any] = {"kind": self._kind, "sum": self._sum, "n": self._n}
+        if self._kind == "adwin":
+            out["window"] = base64.b64encode(det._helper.__getstate__()).decode("ascii")
+        elif self._kind == "kswin":
+            version, internal, gauss = det._rng.getstate()
+            out.update(window=list(det.window), count=det.n, rng=[version, list(internal), gauss])
+        else:
+            m = det._x_mean
+            out["ph"] = [
+                m.n,
+                m._mean,
+                det._sum_increase,
+                det._sum_decrease,
+                det._min_increase,
+                det._max_decrease,
+            ]
+        return out
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if state["kind"] != self._kind:
+            raise ValueError(
+                f"checkpointed detector is {state['kind']!r}, drift.detector is {self._kind!r}"
+            )
+        det = self._det
+        self._sum, self._n = float(state["sum"]), int(state["n"])
+        if self._kind == "adwin":
+            det._helper.__setstate__(base64.b64decode(state["window"]))
+        elif self._kind == "kswin":
+            det.window.clear()
+            det.window.extend(state["window"])
+            det.n = int(state["count"])
+            version, internal, gauss = state["rng"]
+            det._rng.setstate((version, tuple(internal), gauss))
+        else:
+            m = det._x_mean
+            m.n, m._mean, det._sum_increase, det._sum_decrease = state["ph"][:4]
+            det._min_increase, det._max_decrease = state["ph"][4:]
+
 
 @dataclass(slots=True)
 class DriftReport:
@@ -134,6 +178,23 @@ class DriftMonitor:
                 detectors.clear()
         self.n_key += len(report.drifted_keys)
         return report
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every detector's state (a per-key detector is about 1 KB)."""
+        return {
+            "global": self._global.state() if self._global is not None else None,
+            "keys": {k: d.state() for k, d in self._per_key.items()},
+            "counts": [self.n_global, self.n_key],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self._global is not None and state["global"] is not None:
+            self._global.restore(state["global"])
+        self._per_key = {}
+        for key, st in state["keys"].items():
+            det = self._per_key[key] = Degradation(self.cfg)
+            det.restore(st)
+        self.n_global, self.n_key = (int(v) for v in state["counts"])
 
 
 class RecoveryTracker:

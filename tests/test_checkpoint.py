@@ -88,7 +88,7 @@ def _cfg(directory: Path, **drift: object) -> Config:
 
 
 def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path):
-    # Drift detectors are not checkpointed yet, so compare with detection off.
+    # Detection off here; with it on: test_resume_is_exact_with_drift_detection_on.
     off = {"global": False, "per_key": False}
     whole = Daemon(_cfg(tmp_path / "a", **off), CollectorRegistry())
     whole.run(max_events=6000)
@@ -180,3 +180,38 @@ def test_resume_is_exact_with_curvature_controller_and_lambda_tuning(tmp_path):
     for key in whole.learner.keys.names():
         torch.testing.assert_close(second.learner.params_of(key), whole.learner.params_of(key))
     torch.testing.assert_close(second.learner.theta0, whole.learner.theta0)
+
+
+@pytest.mark.parametrize("detector", ["adwin", "page_hinkley", "kswin"])
+def test_resume_is_exact_with_drift_detection_on(tmp_path, detector):
+    """Drift detectors (river's ADWIN through its own binary state, PageHinkley's and
+    KSWIN's numbers, windows and random state) come back from the checkpoint: the resumed
+    run detects the same drifts and ends with the same weights."""
+
+    def cfg(directory: Path) -> Config:
+        return load_config(
+            overrides={
+                "source": {
+                    "batch_size": 250,
+                    "synthetic": {"n_keys": 10, "rate": 0, "segment_length": 2000},
+                },
+                "checkpoint": {"dir": str(directory), "every_events": 1000},
+                "drift": {"detector": detector, "ph_threshold": 20.0},
+            },
+            env={},
+        )
+
+    whole = Daemon(cfg(tmp_path / "a"), CollectorRegistry())
+    whole.run(max_events=8000)
+    first = Daemon(cfg(tmp_path / "b"), CollectorRegistry())
+    first.run(max_events=4500)
+    second = Daemon(cfg(tmp_path / "b"), CollectorRegistry())
+    second.run(max_events=8000)
+    drifts = whole.outcomes.drift
+    assert drifts.n_global + drifts.n_key > 0
+    assert (second.outcomes.drift.n_global, second.outcomes.drift.n_key) == (
+        drifts.n_global,
+        drifts.n_key,
+    )
+    for key in whole.learner.keys.names():
+        torch.testing.assert_close(second.learner.params_of(key), whole.learner.params_of(key))
