@@ -10,6 +10,7 @@ checkpoint that fails to load or validate is skipped (with a warning) for the on
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -134,11 +135,15 @@ class CheckpointStore:
 def atomic_save(payload: dict[str, Any], path: Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync, rename, fsync the folder:
     readers see the old file or the new one, never a torn one. Raises OSError."""
+    # Serialised in memory first: torch.save writing straight to a file turns a failed write
+    # (disk full, quota) into an opaque RuntimeError; a plain write raises OSError with errno.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
+            fh.write(buffer.getbuffer())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -1,6 +1,8 @@
 """Checkpoints: atomic, versioned, safe to load, and a resumed run equals an uninterrupted one."""
 
 import os
+import resource
+import signal
 import time
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from streamlearn.checkpoint import FORMAT_VERSION, CheckpointError, CheckpointStore
 from streamlearn.config import Config, load_config
 from streamlearn.daemon import Daemon
+from tests.helpers import sample
 
 
 def test_save_keeps_the_newest_and_leaves_no_temp_files(tmp_path):
@@ -215,3 +218,41 @@ def test_resume_is_exact_with_drift_detection_on(tmp_path, detector):
     )
     for key in whole.learner.keys.names():
         torch.testing.assert_close(second.learner.params_of(key), whole.learner.params_of(key))
+
+
+def test_a_full_disk_is_not_ready_keeps_running_and_resumes_when_space_returns(tmp_path):
+    """The kernel refuses the write (RLIMIT_FSIZE: writes past 1 KB fail with EFBIG, as a
+    full disk fails them with ENOSPC): the checkpoint fails cleanly, nothing is committed,
+    no temp file is left, the daemon says why it is not ready and keeps learning; with the
+    limit lifted the next checkpoint succeeds."""
+    ck = tmp_path / "ck"
+    reg = CollectorRegistry()
+    daemon = Daemon(_cfg(ck), reg)
+    daemon._running = True
+    daemon.step()
+    assert daemon.checkpoint()
+    saved = sample(reg, "streamlearn_checkpoints_total", {"outcome": "saved"})
+    commits = sample(reg, "streamlearn_offset_commits_total", {"outcome": "ok"})
+    daemon.step()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, hard))
+        assert not daemon.checkpoint()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    ok, why = daemon.ready()
+    assert not ok
+    assert "cannot write checkpoint" in why
+    assert "too large" in why.lower()
+    assert sample(reg, "streamlearn_checkpoints_total", {"outcome": "failed"}) == 1
+    assert sample(reg, "streamlearn_offset_commits_total", {"outcome": "ok"}) == commits
+    assert not list(ck.glob(".*.tmp"))
+    daemon.step()  # still learning
+    assert daemon.checkpoint()
+    assert daemon.ready() == (True, "ready")
+    assert sample(reg, "streamlearn_checkpoints_total", {"outcome": "saved"}) == saved + 1
+    latest = CheckpointStore(ck).load_latest()
+    assert latest is not None
+    assert latest.state["totals"]["events"] == daemon.events_seen
