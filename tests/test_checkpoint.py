@@ -183,6 +183,14 @@ def test_resume_is_exact_with_curvature_controller_and_lambda_tuning(tmp_path):
     for key in whole.learner.keys.names():
         torch.testing.assert_close(second.learner.params_of(key), whole.learner.params_of(key))
     torch.testing.assert_close(second.learner.theta0, whole.learner.theta0)
+    # The query policy (its random draws included) resumes too: the same events are asked.
+
+    def asked(d: Daemon) -> list[str]:
+        assert d.active is not None
+        return [q["query_id"] for q in d.active.pending.state_dict()["open"]]  # type: ignore[attr-defined]
+
+    assert asked(second) == asked(whole)
+    assert len(asked(whole)) > 100
 
 
 @pytest.mark.parametrize("detector", ["adwin", "page_hinkley", "kswin"])

@@ -144,6 +144,10 @@ class QueryPolicy:
             "reference": self._scale.state(),
             "sensitivity_reference": self._sensitivity_scale.state(),
             "asked": list(self._asked),
+            "rng": [
+                r.bit_generator.state
+                for r in (self._rng, self._scale._rng, self._sensitivity_scale._rng)
+            ],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -154,6 +158,12 @@ class QueryPolicy:
         self._scale.load(state["reference"])
         self._sensitivity_scale.load(state["sensitivity_reference"])
         self._asked = OrderedDict((str(e), None) for e in state["asked"])
+        for r, st in zip(
+            (self._rng, self._scale._rng, self._sensitivity_scale._rng),
+            state.get("rng", []),
+            strict=False,  # absent in checkpoints of the first version
+        ):
+            r.bit_generator.state = st
 
     @property
     def threshold(self) -> float:
