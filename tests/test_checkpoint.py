@@ -4,6 +4,7 @@ import os
 import resource
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,26 @@ def test_quiet_source_still_checkpoints_its_tail_on_time(tmp_path):
     assert sum(ck.offsets.values()) == 150
 
 
+def _whole_and_resumed(
+    cfg: Callable[[Path], Config], tmp_path: Path, *, stop_at: int, end: int
+) -> tuple[Daemon, Daemon]:
+    """One uninterrupted run to ``end``, and one stopped at ``stop_at`` and resumed from its
+    checkpoint by a fresh daemon."""
+    whole = Daemon(cfg(tmp_path / "a"), CollectorRegistry())
+    whole.run(max_events=end)
+    Daemon(cfg(tmp_path / "b"), CollectorRegistry()).run(max_events=stop_at)
+    resumed = Daemon(cfg(tmp_path / "b"), CollectorRegistry())
+    assert resumed.events_seen == stop_at
+    resumed.run(max_events=end)
+    return whole, resumed
+
+
+def _same_weights(a: Daemon, b: Daemon) -> None:
+    for key in b.learner.keys.names():
+        torch.testing.assert_close(a.learner.params_of(key), b.learner.params_of(key))
+    torch.testing.assert_close(a.learner.theta0, b.learner.theta0)
+
+
 def test_resume_is_exact_with_curvature_controller_and_lambda_tuning(tmp_path):
     """The step-size watch (its ring, cap and PI state), the tuned lambda with its per-key
     directions, and the shared model all come back from the checkpoint: stopping and
@@ -165,12 +186,7 @@ def test_resume_is_exact_with_curvature_controller_and_lambda_tuning(tmp_path):
             env={},
         )
 
-    whole = Daemon(cfg(tmp_path / "a"), CollectorRegistry())
-    whole.run(max_events=6000)
-    first = Daemon(cfg(tmp_path / "b"), CollectorRegistry())
-    first.run(max_events=3500)
-    second = Daemon(cfg(tmp_path / "b"), CollectorRegistry())
-    second.run(max_events=6000)
+    whole, second = _whole_and_resumed(cfg, tmp_path, stop_at=3500, end=6000)
     watch = whole.learner.sizer.watch
     assert watch is not None
     assert watch.refreshes >= 2
@@ -180,9 +196,7 @@ def test_resume_is_exact_with_curvature_controller_and_lambda_tuning(tmp_path):
     assert whole.active.watch.refreshes > 5
     assert second.learner.proximal_lambda == pytest.approx(whole.learner.proximal_lambda)
     assert second.learner.sizer.eta == pytest.approx(whole.learner.sizer.eta)
-    for key in whole.learner.keys.names():
-        torch.testing.assert_close(second.learner.params_of(key), whole.learner.params_of(key))
-    torch.testing.assert_close(second.learner.theta0, whole.learner.theta0)
+    _same_weights(second, whole)
     # The query policy (its random draws included) resumes too: the same events are asked.
 
     def asked(d: Daemon) -> list[str]:
@@ -212,20 +226,14 @@ def test_resume_is_exact_with_drift_detection_on(tmp_path, detector):
             env={},
         )
 
-    whole = Daemon(cfg(tmp_path / "a"), CollectorRegistry())
-    whole.run(max_events=8000)
-    first = Daemon(cfg(tmp_path / "b"), CollectorRegistry())
-    first.run(max_events=4500)
-    second = Daemon(cfg(tmp_path / "b"), CollectorRegistry())
-    second.run(max_events=8000)
+    whole, second = _whole_and_resumed(cfg, tmp_path, stop_at=4500, end=8000)
     drifts = whole.outcomes.drift
     assert drifts.n_global + drifts.n_key > 0
     assert (second.outcomes.drift.n_global, second.outcomes.drift.n_key) == (
         drifts.n_global,
         drifts.n_key,
     )
-    for key in whole.learner.keys.names():
-        torch.testing.assert_close(second.learner.params_of(key), whole.learner.params_of(key))
+    _same_weights(second, whole)
 
 
 def test_a_full_disk_is_not_ready_keeps_running_and_resumes_when_space_returns(tmp_path):
