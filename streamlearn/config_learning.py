@@ -158,6 +158,8 @@ class ActiveConfig(_Strict):
     sensitivity_every_labels: Annotated[int, Field(ge=1)] = 200
     sensitivity_window: Annotated[int, Field(ge=8, le=100_000)] = 2048
     sensitivity_per_key: Annotated[int, Field(ge=2, le=10_000)] = 32
+    sensitivity_max_keys: Annotated[int, Field(ge=1, le=100_000)] = 256
+    sensitivity_min_interval_s: Annotated[float, Field(ge=0)] = 2.0
     newton_steps: Annotated[int, Field(ge=0, le=50)] = 3
     cg_iterations: Annotated[int, Field(ge=1, le=500)] = 20
     lambda_tuning: LambdaTuningConfig = LambdaTuningConfig()

@@ -181,7 +181,12 @@ def test_resume_is_exact_with_curvature_controller_and_lambda_tuning(tmp_path):
                     "curvature": {"enabled": True, "every_labels": 400, "window": 64},
                     "controller": {"enabled": True, "signal": "loss_trend"},
                 },
-                "active": {"enabled": True, "policy": "combined", "sensitivity_every_labels": 100},
+                "active": {
+                    "enabled": True,
+                    "policy": "combined",
+                    "sensitivity_every_labels": 100,
+                    "sensitivity_min_interval_s": 0,  # by labels alone: no wall clock
+                },
             },
             env={},
         )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,7 +117,13 @@ class LambdaWatch:
     Not run as a doctest (it needs a learner's tables): see ``tests/test_active_loop.py``.
     """
 
-    def __init__(self, spec: ModelSpec, cfg: ActiveConfig, lam: float) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        cfg: ActiveConfig,
+        lam: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if lam <= 0:
             raise ValueError(f"learner.proximal_lambda must be > 0 to differentiate in it: {lam}")
         self.spec = spec
@@ -130,6 +137,8 @@ class LambdaWatch:
         self._labels = 0
         self._last = 0
         self._rms = 0.0
+        self._clock = clock
+        self._last_at = -math.inf
         self._warm_up()
 
     def observe(self, slots: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
@@ -139,7 +148,14 @@ class LambdaWatch:
             self._labels += len(y)
 
     def due(self) -> bool:
-        return self._labels - self._last >= self.cfg.sensitivity_every_labels
+        """After ``sensitivity_every_labels`` labels, and not sooner than
+        ``sensitivity_min_interval_s`` after the last refresh (a fast labelled stream would
+        otherwise spend its time refreshing)."""
+        c = self.cfg
+        return (
+            self._labels - self._last >= c.sensitivity_every_labels
+            and self._clock() - self._last_at >= c.sensitivity_min_interval_s
+        )
 
     def directions(self, slots: np.ndarray) -> np.ndarray:
         """``dw*/dlambda`` rows of these key rows (zeros where none was solved)."""
@@ -159,6 +175,7 @@ class LambdaWatch:
         and ``anchors``: rows by key row) and, with tuning on, move lambda."""
         started = time.perf_counter()
         self._last = self._labels
+        self._last_at = self._clock()
         batch = self._group()
         if batch is None:
             return LambdaRefresh(0, 0.0, self.lam, 0.0)
@@ -211,6 +228,12 @@ class LambdaWatch:
         if not len(tags):
             return None
         x_all, y_all = self.recent.rows()
+        # At most sensitivity_max_keys keys per refresh, the most recently labelled: the
+        # cost grows with the keys, and a refresh must stay a small share of the loop.
+        newest_first = np.unique(tags[::-1], return_index=True)
+        recent_keys = newest_first[0][np.argsort(newest_first[1])][: self.cfg.sensitivity_max_keys]
+        keep = np.isin(tags, recent_keys)
+        tags, x_all, y_all = tags[keep], x_all[keep], y_all[keep]
         slots, inverse = np.unique(tags, return_inverse=True)
         m = self.cfg.sensitivity_per_key
         k = len(slots)

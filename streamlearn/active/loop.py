@@ -71,7 +71,7 @@ class ActiveLearning:
         self.pending = PendingQueries(cfg.max_pending, cfg.remember)
         needs_watch = cfg.policy in ("sensitivity", "combined") or cfg.lambda_tuning.enabled
         self.watch = (
-            LambdaWatch(learner.spec, cfg, learner.proximal_lambda) if needs_watch else None
+            LambdaWatch(learner.spec, cfg, learner.proximal_lambda, clock) if needs_watch else None
         )
         self.asked = 0  # queries produced
         self.joined = 0  # answers joined and learned
