@@ -4,10 +4,15 @@
 # into ~/.cache/streamlearn/kafka/<version>/libs (once), keeps its data and log under
 # ${STREAMLEARN_KAFKA_HOME:-~/.cache/streamlearn/kafka/run}.
 #
-#   scripts/kafka.sh start     # idempotent; waits (60 s bound) until the broker answers
+#   scripts/kafka.sh start     # idempotent; waits (STREAMLEARN_KAFKA_START_TIMEOUT, 180 s)
+#                              # until the broker answers
 #   scripts/kafka.sh stop      # stops the broker it started, by its pid
 #   scripts/kafka.sh status    # exit 0 when running and answering
 #   scripts/kafka.sh restart
+#   scripts/kafka.sh reset     # stops it and deletes its data (topics, offsets), keeps the jars
+#
+# Start time grows with the partitions on disk (a broker that was killed recovers each one),
+# so the tests delete their topics at the end of a session and CI starts from a reset.
 #
 # Ports: STREAMLEARN_KAFKA_PORT (9092), controller STREAMLEARN_KAFKA_CONTROLLER_PORT (9093).
 set -euo pipefail
@@ -23,6 +28,7 @@ PIDFILE=$RUN/kafka.pid
 LOG=$RUN/kafka.log
 CONF=$RUN/server.properties
 HEAP=${STREAMLEARN_KAFKA_HEAP:-512m}
+START_TIMEOUT=${STREAMLEARN_KAFKA_START_TIMEOUT:-180}
 
 say() { echo "kafka.sh: $*" >&2; }
 
@@ -101,7 +107,7 @@ format_storage() {
 }
 
 wait_ready() {
-  local deadline=$((SECONDS + 60))
+  local deadline=$((SECONDS + START_TIMEOUT))
   while [ $SECONDS -lt $deadline ]; do
     if port_open "$PORT"; then return 0; fi
     if ! running_pid >/dev/null; then
@@ -111,7 +117,9 @@ wait_ready() {
     fi
     sleep 0.5
   done
-  say "the broker did not answer on 127.0.0.1:$PORT within 60 s; see $LOG"
+  say "the broker did not answer on 127.0.0.1:$PORT within $START_TIMEOUT s" \
+    "($(find "$RUN/data" -mindepth 1 -maxdepth 1 -type d | wc -l) partition directories); last lines of $LOG:"
+  tail -n 30 "$LOG" >&2 || true
   return 1
 }
 
@@ -150,6 +158,12 @@ stop() {
   rm -f "$PIDFILE"
 }
 
+reset() {
+  stop
+  rm -rf "$RUN/data" "$RUN/format.log"
+  say "data deleted under $RUN/data"
+}
+
 status() {
   if pid=$(running_pid) && port_open "$PORT"; then
     echo "running (pid $pid) on 127.0.0.1:$PORT"; return 0
@@ -162,6 +176,7 @@ case "${1:-}" in
   stop) stop ;;
   restart) stop; start ;;
   status) status ;;
+  reset) reset ;;
   resolve) resolve ;;
-  *) echo "usage: $0 start|stop|restart|status|resolve" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|restart|status|reset|resolve" >&2; exit 2 ;;
 esac

@@ -3,7 +3,8 @@
 # real Kafka broker (scripts/kafka.sh: Apache Kafka from Maven Central, KRaft, 127.0.0.1:9092)
 # and runs the whole suite: ruff (lint + format), mypy, pytest (doctests included).
 # This is the README's test command; .ci/run runs exactly this. The broker is left running
-# for the next run (scripts/kafka.sh stop stops it); under CI=true it is stopped at exit.
+# for the next run (scripts/kafka.sh stop stops it); under CI=true it starts from empty data
+# (a cached ~/.cache may hold an earlier run's topics) and is stopped at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_CACHE_DIR="${PIP_CACHE_DIR:-$HOME/.cache/pip}"
@@ -12,7 +13,9 @@ VENV=${STREAMLEARN_VENV:-.venv}
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e ".[dev]"
 export PATH="$PWD/$VENV/bin:$PATH"
-echo "== kafka"; ./scripts/kafka.sh start
+echo "== kafka"
+if [ "${CI:-}" = "true" ]; then ./scripts/kafka.sh reset; fi
+./scripts/kafka.sh start
 if [ "${CI:-}" = "true" ]; then trap './scripts/kafka.sh stop' EXIT; fi
 echo "== ruff"; ruff check . && ruff format --check .
 echo "== mypy"; mypy

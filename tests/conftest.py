@@ -1,10 +1,14 @@
 import os
 import socket
 import subprocess
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+
+from tests.kafka_util import SESSION_PREFIXES, delete_topics_with_prefixes
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -23,9 +27,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> str:
+def kafka_bootstrap() -> Iterator[str]:
     """The real Apache Kafka broker of scripts/kafka.sh. The test command starts it; this
-    makes sure it answers (and starts it when a developer runs pytest alone)."""
+    makes sure it answers (and starts it when a developer runs pytest alone). At the end of
+    the session the topics the tests made are deleted."""
     port = os.environ.get("STREAMLEARN_KAFKA_PORT", "9092")
     subprocess.run([str(ROOT / "scripts" / "kafka.sh"), "start"], check=True, timeout=900)
-    return f"127.0.0.1:{port}"
+    bootstrap = f"127.0.0.1:{port}"
+    yield bootstrap
+    try:
+        delete_topics_with_prefixes(bootstrap, SESSION_PREFIXES)
+    except Exception as exc:  # cleanup only: a failure here must not fail the run
+        warnings.warn(f"could not delete the test topics: {exc!r}", stacklevel=1)

@@ -9,9 +9,33 @@ import orjson
 import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
+# Prefixes handed out in this test session; conftest deletes their topics at the end so the
+# broker's data does not grow run after run (a broker's start time grows with its partitions).
+SESSION_PREFIXES: set[str] = set()
+
 
 def unique_prefix() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    SESSION_PREFIXES.add(prefix)
+    return prefix
+
+
+def delete_topics_with_prefixes(bootstrap: str, prefixes: set[str]) -> int:
+    """Deletes every topic named ``<prefix>.*`` or ``<prefix>-*``; returns how many."""
+    if not prefixes:
+        return 0
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+    try:
+        doomed = [
+            t
+            for t in admin.list_topics()
+            if any(t.startswith((p + ".", p + "-")) for p in prefixes)
+        ]
+        if doomed:
+            admin.delete_topics(doomed, timeout_ms=30_000)
+        return len(doomed)
+    finally:
+        admin.close()
 
 
 def kafka_overrides(bootstrap: str, prefix: str, partitions: int = 3) -> dict[str, Any]:
