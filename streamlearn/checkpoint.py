@@ -69,6 +69,10 @@ class CheckpointStore:
         found = [p for p in self.directory.iterdir() if _NAME.match(p.name)]
         return sorted(found, key=lambda p: p.name)
 
+    def retained(self) -> list[int]:
+        """Sequence numbers of the checkpoint files kept, oldest first."""
+        return [int(m.group(1)) for p in self.files() if (m := _NAME.match(p.name))]
+
     def save(self, state: dict[str, Any], offsets: dict[str, int]) -> Path:
         """Write a new checkpoint atomically; returns its path. Raises CheckpointError."""
         existing = self.files()

@@ -81,6 +81,9 @@ class LearnerConfig(_Strict):
     curvature: CurvatureConfig = CurvatureConfig()
     controller: ControllerConfig = ControllerConfig()
     shared: SharedConfig = SharedConfig()
+    # Keys kept in memory; beyond it the least recently used are spilled beside the
+    # checkpoints and brought back on their next event (streamlearn.residency). 0: no bound.
+    max_keys: Annotated[int, Field(ge=0)] = 1_000_000
 
     @model_validator(mode="after")
     def _rate_in_bounds(self) -> LearnerConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sqlite3
 import threading
 import time
 from collections import Counter as Tally
@@ -27,8 +28,9 @@ from streamlearn.meta.tasks import TaskBuffer
 from streamlearn.meta.trainer import BackgroundMetaTrainer
 from streamlearn.metrics import Metrics
 from streamlearn.outcomes import Outcomes, prediction_loss
+from streamlearn.residency import KeyStateHolder
 from streamlearn.step_result import StepResult
-from streamlearn.wiring import build_io, build_spec
+from streamlearn.wiring import attach_residency, build_io, build_spec
 
 log = logging.getLogger("streamlearn")
 
@@ -84,6 +86,10 @@ class Daemon:
         )
         if self.active is not None:
             self.outcomes.listeners.append(self.active.observe_labels)
+            if self.active.watch is not None:
+                self.learner.on_rows_freed.append(self.active.watch.forget_rows)
+        holders: list[KeyStateHolder] = [self.outcomes.drift, *([self.tasks] if self.tasks else [])]
+        self.residency = attach_residency(cfg, self.learner, holders)
         self._labels_topic = cfg.kafka.topics.labels
         self._stop = threading.Event()
         self.events_seen = 0
@@ -132,6 +138,8 @@ class Daemon:
             return False, "broker not reachable"
         if self._checkpoint_error is not None:
             return False, self._checkpoint_error
+        if self.residency is not None and self.residency.error is not None:
+            return False, self.residency.error
         return True, "ready"
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -153,6 +161,8 @@ class Daemon:
 
     def _restore(self, store: CheckpointStore) -> None:
         ck = store.load_latest()
+        if self.residency is not None:
+            self.residency.resume(ck.sequence if ck is not None else 0)
         if ck is None:
             return
         state = ck.state
@@ -197,14 +207,19 @@ class Daemon:
         positions = self.source.positions()
         try:
             self.sink.flush()
+            if self.residency is not None:
+                self.residency.before_checkpoint()
             path = self.store.save(self._state(), positions)
-        except (CheckpointError, OSError, RuntimeError) as exc:
+        except (CheckpointError, OSError, RuntimeError, sqlite3.Error) as exc:
             # KafkaTimeoutError from a producer flush is a RuntimeError subclass too.
             self._checkpoint_error = f"checkpoint failed: {exc}"
             mt.checkpoints.labels("failed").inc()
             log.error("%s; offsets stay uncommitted, retrying at the next cadence", exc)
             return False
         self._checkpoint_error = None
+        if self.residency is not None:
+            retained = self.store.retained()
+            self.residency.checkpoint_saved(retained[-1], retained[0])
         mt.checkpoints.labels("saved").inc()
         mt.checkpoint_seconds.observe(time.perf_counter() - started)
         mt.last_checkpoint.set(time.time())
@@ -342,6 +357,10 @@ class Daemon:
             )
             self._step_metrics(res)
         mt.active_keys.set(self.learner.n_keys)
+        if self.residency is not None:
+            evicted, restored = self.residency.take_counts()
+            mt.keys_evicted.inc(evicted)
+            mt.keys_restored.inc(restored)
 
     def _step_metrics(self, res: StepResult) -> None:
         mt = self.metrics

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,6 +179,22 @@ class DriftMonitor:
         self.n_key += len(report.drifted_keys)
         return report
 
+    # Per-key detectors follow evicted keys to the spill store (streamlearn.residency).
+    name = "drift"
+
+    def export_keys(self, keys: Sequence[str]) -> dict[str, Any]:
+        det = self._per_key
+        return {k: det[k].state() for k in keys if k in det}
+
+    def drop_keys(self, keys: Sequence[str]) -> None:
+        for k in keys:
+            self._per_key.pop(k, None)
+
+    def import_keys(self, states: Mapping[str, Any]) -> None:
+        for key, st in states.items():
+            det = self._per_key[key] = Degradation(self.cfg)
+            det.restore(st)
+
     def state_dict(self) -> dict[str, Any]:
         """Every detector's state (a per-key detector is about 1 KB)."""
         return {
@@ -191,9 +207,7 @@ class DriftMonitor:
         if self._global is not None and state["global"] is not None:
             self._global.restore(state["global"])
         self._per_key = {}
-        for key, st in state["keys"].items():
-            det = self._per_key[key] = Degradation(self.cfg)
-            det.restore(st)
+        self.import_keys(state["keys"])
         self.n_global, self.n_key = (int(v) for v in state["counts"])
 
 

@@ -16,26 +16,26 @@ the public accessors hand out torch tensors, the currency of the model and meta-
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from streamlearn import lanes
+from streamlearn import lanes, learner_state
 from streamlearn.config import LearnerConfig
 from streamlearn.keys import KeyTable, rounds
+from streamlearn.learner_state import MIN_CAPACITY as _MIN_CAPACITY
 from streamlearn.messages import EventBatch
 from streamlearn.meta.pool import MAX_POOL
 from streamlearn.model import ModelSpec
 from streamlearn.optim import AdagradState, adagrad_step, proximal_grad
 from streamlearn.optim.guard import UpdateGuard
 from streamlearn.optim.stepsize import StepSizer
+from streamlearn.residency import Residency, RowView
 from streamlearn.scaling import RunningStandardizer
 from streamlearn.shared import SharedWeights
 from streamlearn.step_result import StepResult, event_outputs
-
-_MIN_CAPACITY = 64
 
 
 class OnlineLearner:
@@ -96,6 +96,10 @@ class OnlineLearner:
         )
         # Each key's last AdaGrad direction, for the rate hypergradient (zeros: none yet).
         self._direction = np.zeros_like(self._params) if self.sizer.hyper else None
+        # Bounded keys (learner.max_keys): the daemon attaches one; None keeps every key.
+        self.residency: Residency | None = None
+        # Told the rows of evicted keys, before new keys take them (row-indexed state).
+        self.on_rows_freed: list[Callable[[np.ndarray], None]] = []
 
     # -- state, read through properties ----------------------------------------------------
 
@@ -147,7 +151,7 @@ class OnlineLearner:
 
     def tables(self) -> tuple[np.ndarray, np.ndarray]:
         """Fast weights and anchors of every key row (views of the live tables' rows)."""
-        n = len(self.keys)
+        n = self.keys.high_water
         return self._params[:n], self.starts[self._start_of[:n]]
 
     def set_proximal_lambda(self, lam: float) -> None:
@@ -195,6 +199,8 @@ class OnlineLearner:
             )
         self._pool = np.ascontiguousarray(pool.detach().cpu().numpy(), dtype=np.float32)
         self._start_of[:] = 0
+        if self.residency is not None:  # keys spilled under the old pool return to theta0
+            self.residency.pool_generation += 1
 
     def reset(self, keys: Iterable[str], start: int = 0) -> int:
         """Fast weights of ``keys`` back to start ``start`` (0: theta0); returns how many.
@@ -210,12 +216,14 @@ class OnlineLearner:
 
     def reset_all(self, start: int = 0) -> int:
         """Every key to ``start``; with a shared model, it goes back to its start first."""
-        n = len(self.keys)
         if self.shared is not None:
             self._theta0 = self.shared.start.copy()
             self.shared.restart()
-        self._reset_slots(np.arange(n), start)
-        return n
+        self._reset_slots(self.keys.live_slots(), start)
+        if self.residency is not None:  # spilled keys take this reset on their return
+            self.residency.epoch += 1
+            self.residency.epoch_start = start
+        return len(self.keys)
 
     def _reset_slots(self, slots: np.ndarray, start: int) -> None:
         if not 0 <= start <= len(self._pool):
@@ -253,8 +261,7 @@ class OnlineLearner:
             empty = np.zeros(0)
             p0 = np.zeros((0, spec.n_outputs)) if spec.task == "multiclass" else empty
             return StepResult(p0, empty, empty, 0, 0.0, batch.x)
-        slots, _ = self.keys.slots_for(batch.keys)
-        self._ensure_capacity(len(self.keys))
+        slots = self._admit(batch.keys)
         x = np.asarray(batch.x, dtype=np.float32)
         if self.scaler is not None:
             if update_scaler:
@@ -316,7 +323,7 @@ class OnlineLearner:
                 lo = hi
         if shared is not None and (delta := shared.step(theta0)) is not None:
             self._theta0 = theta0 + delta  # every key moves with the shared weights
-            params[: len(self.keys)] += delta
+            params[: self.keys.high_water] += delta
         inv = np.empty(n, dtype=np.int64)
         inv[order] = np.arange(n)
         loss_np = np.where(labelled, loss_out, np.nan)[inv].astype(np.float64)
@@ -342,65 +349,58 @@ class OnlineLearner:
             sizer.take_mean_weight(),
         )
 
+    # -- admission: new rows, eviction, return from the spill store ------------------------
+
+    def _admit(self, keys: Sequence[str]) -> np.ndarray:
+        """Rows of ``keys``, making rows for unseen ones: fresh from theta0, or, for keys
+        spilled earlier, their spilled state (evicting others first when full)."""
+        res = self.residency
+        if res is not None:
+            res.begin_poll()
+            known = self.slots_of(keys)
+            res.touch(known[known >= 0])
+            unseen = len({k for k, s in zip(keys, known.tolist(), strict=True) if s < 0})
+            if unseen and (over := len(self.keys) + unseen - res.max_keys) > 0:
+                self._evict(over)
+        slots, new = self.keys.slots_for(keys)
+        self._ensure_capacity(self.keys.high_water)
+        if new:
+            new_slots = self.slots_of(new)
+            self._reset_slots(new_slots, 0)
+            if res is not None:
+                self._bring_back(res, new, new_slots)
+        if res is not None:
+            res.touch(slots)
+        return slots
+
+    def _evict(self, needed: int) -> None:
+        assert self.residency is not None
+        base = self._theta0 if self.shared is not None else None
+        freed = self.residency.evict(self.keys, needed, self._row_view(), base)
+        if freed is None:
+            return
+        if self._direction is not None:
+            self._direction[freed] = 0.0
+        if self.sizer.watch is not None:
+            self.sizer.watch.recent.forget(freed)
+        for listener in self.on_rows_freed:
+            listener(freed)
+
+    def _bring_back(self, res: Residency, keys: list[str], slots: np.ndarray) -> None:
+        view = self._row_view()
+        res.bring_back(keys, slots, view, self._theta0, len(self._pool), self._reset_slots)
+
+    def _row_view(self) -> RowView:
+        return RowView(self._params, self._accum, self._start_of)
+
     # -- persistence -----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, object]:
-        n = len(self.keys)
-        return {
-            "theta0": self.theta0,
-            "version": self._version,
-            "keys": self.keys.names(),
-            "params": torch.from_numpy(self._params[:n].copy()),
-            "accum": torch.from_numpy(self._accum[:n].copy()),
-            "scaler": self.scaler.state_dict() if self.scaler else None,
-            "pool": torch.from_numpy(self._pool.copy()),
-            "start_of": torch.from_numpy(self._start_of[:n].copy()),
-            "eta": self.sizer.eta,
-            "proximal_lambda": self.proximal_lambda,
-            "shared": {} if self.shared is None else self.shared.state_dict(),
-            "curvature": {} if self.sizer.watch is None else self.sizer.watch.state_dict(),
-        }
+        return learner_state.state_of(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved; the model layout must match."""
-        p = self.spec.n_params
-        theta0, params, accum = state["theta0"], state["params"], state["accum"]
-        keys = list(state["keys"])
-        if (
-            tuple(theta0.shape) != (p,)
-            or tuple(params.shape) != (len(keys), p)
-            or tuple(accum.shape) != (len(keys), p)
-        ):
-            raise ValueError(
-                f"checkpoint holds a model of {tuple(theta0.shape)} parameters for "
-                f"{len(keys)} keys; this model has ({p},): was model.* changed?"
-            )
-        self._theta0 = _as_row(theta0)
-        self._version = int(state["version"])
-        self.keys = KeyTable()
-        self.keys.slots_for(keys)
-        self._params = np.tile(self._theta0, (max(_MIN_CAPACITY, len(keys)), 1))
-        self._accum = np.full_like(self._params, self.cfg.initial_accumulator)
-        self._params[: len(keys)] = params.numpy()
-        self._accum[: len(keys)] = accum.numpy()
-        self.set_pool(state.get("pool"))  # absent in checkpoints from before pools
-        self._start_of = np.zeros(len(self._params), dtype=np.int64)
-        if "start_of" in state and len(self._pool):
-            self._start_of[: len(keys)] = state["start_of"].numpy()
-        if self._direction is not None:  # directions restart: one hypergradient step lost
-            self._direction = np.zeros_like(self._params)
-            if self.sizer.hyper is not None and "eta" in state:
-                self.sizer.hyper.set_eta(float(state["eta"]))
-        self.proximal_lambda = float(state.get("proximal_lambda", self.cfg.proximal_lambda))
-        if self.sizer.watch is not None:
-            self.sizer.watch.lam = self.proximal_lambda
-            if state.get("curvature"):
-                self.sizer.watch.load_state_dict(state["curvature"])
-        if self.shared is not None and state.get("shared"):
-            self.shared.load_state_dict(state["shared"])
-        scaler = state.get("scaler")
-        if self.scaler is not None and scaler is not None:
-            self.scaler.load_state_dict(scaler)
+        learner_state.load_into(self, state)
 
 
 def _as_row(theta0: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -204,6 +204,16 @@ class Metrics:
         self.active_keys = gauge(
             "streamlearn_active_keys", "Entity keys with fast weights in memory."
         )
+        self.keys_evicted = Counter(
+            "streamlearn_keys_evicted",
+            "Keys spilled out of memory (least recently used beyond learner.max_keys).",
+            registry=r,
+        )
+        self.keys_restored = Counter(
+            "streamlearn_keys_restored",
+            "Spilled keys brought back into memory by a new event.",
+            registry=r,
+        )
         self.model_version = gauge(
             "streamlearn_model_version", "Version of the meta-init in force."
         )

@@ -49,6 +49,19 @@ class RecentLabels:
             order = order[self.keys[order] == key]
         return self.x[order], self.y[order]
 
+    def forget(self, tags: np.ndarray | Sequence[object]) -> None:
+        """Drop the rows of these tags (keys evicted, their rows about to be reused)."""
+        w = len(self.y)
+        order = (self._next - self._filled + np.arange(self._filled)) % w
+        gone = set(np.asarray(tags, dtype=object).tolist())
+        keep = order[[t not in gone for t in self.keys[order].tolist()]]
+        if len(keep) == self._filled:
+            return
+        n = len(keep)
+        self.x[:n], self.y[:n], self.keys[:n] = self.x[keep], self.y[keep], self.keys[keep]
+        self.keys[n:] = None
+        self._next, self._filled = n % w, n
+
     def state_dict(self) -> dict[str, object]:
         """Plain data and tensors (tags are keys or key rows: strings or ints)."""
         return {

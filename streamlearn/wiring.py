@@ -9,7 +9,9 @@ from streamlearn.io.base import Sink, Source
 from streamlearn.io.files import replay
 from streamlearn.io.memory import MemorySink, MemorySource
 from streamlearn.io.synthetic import build_family
+from streamlearn.learner import OnlineLearner
 from streamlearn.model import ModelSpec
+from streamlearn.residency import KeyStateHolder, Residency
 
 log = logging.getLogger("streamlearn")
 
@@ -17,6 +19,19 @@ log = logging.getLogger("streamlearn")
 def build_spec(cfg: Config) -> ModelSpec:
     m = cfg.model
     return ModelSpec(m.n_features, m.task, m.n_classes, tuple(m.hidden), m.activation)
+
+
+def attach_residency(
+    cfg: Config, learner: OnlineLearner, holders: list[KeyStateHolder]
+) -> Residency | None:
+    """Bound the learner's keys at ``learner.max_keys`` (0: unbounded, None returned),
+    spilling beside the checkpoints; ``holders`` have per-key state that follows the keys."""
+    if not cfg.learner.max_keys:
+        return None
+    res = Residency.open(cfg.learner.max_keys, cfg.checkpoint.dir)
+    res.holders.extend(holders)
+    learner.residency = res
+    return res
 
 
 def build_io(cfg: Config) -> tuple[Source, Sink]:

@@ -147,6 +147,12 @@ class LambdaWatch:
             self.recent.add(slots.tolist(), x, y)
             self._labels += len(y)
 
+    def forget_rows(self, rows: np.ndarray) -> None:
+        """Rows of evicted keys: their labels and directions go before new keys take them."""
+        self.recent.forget(rows)
+        inside = rows[rows < len(self._dir)]
+        self._dir[inside] = 0.0
+
     def due(self) -> bool:
         """After ``sensitivity_every_labels`` labels, and not sooner than
         ``sensitivity_min_interval_s`` after the last refresh (a fast labelled stream would

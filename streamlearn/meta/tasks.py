@@ -12,7 +12,7 @@ worker process.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,6 +160,21 @@ class TaskBuffer:
         if len(snap) == 0:
             raise ValueError(f"no task holds {need} examples yet ({self.n_tasks} tasks)")
         return snap.sample(n_tasks, k_support, k_query, rng)
+
+    # A key's segment number follows it to the spill store (streamlearn.residency); its
+    # tasks stay in the buffer, which is bounded on its own.
+    name = "tasks"
+
+    def export_keys(self, keys: Sequence[str]) -> dict[str, Any]:
+        seg = self._segment
+        return {k: seg[k] for k in keys if k in seg}
+
+    def drop_keys(self, keys: Sequence[str]) -> None:
+        for k in keys:
+            self._segment.pop(k, None)
+
+    def import_keys(self, states: Mapping[str, Any]) -> None:
+        self._segment.update({k: int(v) for k, v in states.items()})
 
     def state_dict(self) -> dict[str, Any]:
         return {
