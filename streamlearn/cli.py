@@ -6,7 +6,9 @@ import argparse
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 import torch
@@ -95,13 +97,13 @@ def _cmd_simulate(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_label(cfg: Config, args: argparse.Namespace) -> int:
-    from streamlearn.active.oracle import Oracle, read_truth
+    from streamlearn.active.oracle import Oracle, TruthFile
     from streamlearn.labeller import LabelReport, interactive, open_labeller_io, oracle_loop
 
     report = LabelReport()
     oracle = None
     if args.oracle:
-        truth = read_truth(args.oracle)
+        truth = TruthFile(args.oracle)  # followed while a simulator still writes it
         oracle = Oracle(
             truth,
             task=cfg.model.task,
@@ -215,8 +217,31 @@ def _cmd_meta_train(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from streamlearn.report import from_log, from_prometheus, render
+
+    try:
+        if args.log:
+            run = from_log(Path(args.log))
+        else:
+            end = time.time()
+            run = from_prometheus(
+                args.prometheus, end - args.minutes * 60, end, args.step, args.selector
+            )
+        rep = render(run, Path(args.out), args.title)
+    except (OSError, ValueError) as exc:
+        print(f"streamlearn report: {exc}", file=sys.stderr)
+        return 2
+    for key, value in rep.summary.items():
+        print(f"{key:>28}: {value}", file=sys.stderr)
+    print(f"wrote {rep.html} and {len(rep.images)} PNG panels", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "report":  # reads a finished run: no configuration involved
+        return _cmd_report(args)
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

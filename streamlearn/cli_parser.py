@@ -174,6 +174,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after S seconds without queries (and nothing left to answer)",
     )
 
+    rep = sub.add_parser(
+        "report",
+        help="plot a run's metrics (a metrics log or a Prometheus) as PNG panels and one HTML",
+        description=(
+            "Cumulative loss and regret, rolling accuracy with drift markers, step size and "
+            "controller signals, labels spent against the budget: PNG panels and a "
+            "self-contained report.html. Read from the daemon's metrics log "
+            "(metrics.log_path) or from a Prometheus that scraped it."
+        ),
+    )
+    src = rep.add_mutually_exclusive_group(required=True)
+    src.add_argument("--log", metavar="FILE", help="a metrics log (metrics.log_path)")
+    src.add_argument(
+        "--prometheus", metavar="URL", help="a Prometheus server, e.g. http://127.0.0.1:9090"
+    )
+    rep.add_argument(
+        "--out", metavar="DIR", default="report", help="output folder (default: report)"
+    )
+    rep.add_argument(
+        "--minutes",
+        type=float,
+        default=60.0,
+        help="with --prometheus: the last N minutes (default 60)",
+    )
+    rep.add_argument(
+        "--step",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="with --prometheus: seconds between points (default 15)",
+    )
+    rep.add_argument(
+        "--selector",
+        default="",
+        help='with --prometheus: extra label matchers, e.g. job="streamlearn"',
+    )
+    rep.add_argument("--title", default="streamlearn run")
+
     show = sub.add_parser(
         "config",
         help="print the validated configuration (after env overrides) as YAML",

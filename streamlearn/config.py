@@ -212,6 +212,9 @@ class MetricsConfig(_Strict):
     rolling_window: Annotated[int, Field(ge=10, le=1_000_000)] = 1000
     baseline: Literal["global_model", "none"] = "global_model"
     baseline_batch: Annotated[int, Field(ge=1, le=100_000)] = 32
+    # A JSON-lines log of every metric for `streamlearn report` ("": none).
+    log_path: str = ""
+    log_every_s: PositiveFloat = 5.0
 
 
 class ServiceConfig(_Strict):

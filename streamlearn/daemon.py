@@ -9,11 +9,13 @@ import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 from prometheus_client import CollectorRegistry
 
+from streamlearn import daemon_state
 from streamlearn.active.loop import ActiveLearning
 from streamlearn.checkpoint import CheckpointError, CheckpointStore
 from streamlearn.config import Config
@@ -27,6 +29,7 @@ from streamlearn.meta.maml import InnerRule, MetaParams
 from streamlearn.meta.tasks import TaskBuffer
 from streamlearn.meta.trainer import BackgroundMetaTrainer
 from streamlearn.metrics import Metrics
+from streamlearn.metrics_log import MetricsLog
 from streamlearn.outcomes import Outcomes, prediction_loss
 from streamlearn.residency import KeyStateHolder
 from streamlearn.step_result import StepResult
@@ -75,6 +78,10 @@ class Daemon:
         self.metrics = Metrics(registry, m.task)
         self.metrics.step_size.set(cfg.learner.learning_rate)
         self.metrics.model_version.set(self.learner.model_version)
+        log_path = cfg.metrics.log_path
+        self.metrics_log = (
+            MetricsLog(registry, Path(log_path), cfg.metrics.log_every_s) if log_path else None
+        )
         self.tasks: TaskBuffer | None = None
         if cfg.meta.enabled:
             self.tasks = TaskBuffer(cfg.meta.buffer_per_task, cfg.meta.buffer_tasks, seed=m.seed)
@@ -145,57 +152,10 @@ class Daemon:
     # -- checkpoints ---------------------------------------------------------------------------
 
     def _state(self) -> dict[str, object]:
-        o = self.outcomes
-        return {
-            "learner": self.learner.state_dict(),
-            "baseline": o.baseline.state_dict() if o.baseline is not None else {},
-            "meta": {
-                "log_rate": self._meta.log_rate.clone(),
-                "tasks": self.tasks.state_dict() if self.tasks is not None else {},
-            },
-            "active": self.active.state_dict() if self.active is not None else {},
-            "resets": self.outcomes.resetter.state_dict(),
-            "drift": self.outcomes.drift.state_dict(),
-            "totals": {"events": self.events_seen, **o.totals()},
-        }
+        return daemon_state.state_of(self)
 
     def _restore(self, store: CheckpointStore) -> None:
-        ck = store.load_latest()
-        if self.residency is not None:
-            self.residency.resume(ck.sequence if ck is not None else 0)
-        if ck is None:
-            return
-        state = ck.state
-        self.learner.load_state_dict(state["learner"])
-        o = self.outcomes
-        if o.baseline is not None and state.get("baseline"):
-            o.baseline.load_state_dict(state["baseline"])
-        meta = state.get("meta", {})
-        if "log_rate" in meta:
-            self._meta = MetaParams(self.learner.theta0, meta["log_rate"])
-        if self.tasks is not None and meta.get("tasks"):
-            self.tasks.load_state_dict(meta["tasks"])
-        if self.active is not None and state.get("active"):
-            self.active.load_state_dict(state["active"])
-        if state.get("resets"):
-            o.resetter.load_state_dict(state["resets"])
-        if state.get("drift"):
-            o.drift.load_state_dict(state["drift"])
-        totals = state["totals"]
-        self.events_seen = int(totals["events"])
-        o.restore_totals(totals)
-        self.source.seek(ck.offsets)
-        self.resumed_from = ck.sequence
-        self.metrics.model_version.set(self.learner.model_version)
-        self.metrics.active_keys.set(self.learner.n_keys)
-        log.info(
-            "resumed from checkpoint %d (%s): %d keys, %d labels learned, offsets %s",
-            ck.sequence,
-            ck.path.name,
-            self.learner.n_keys,
-            self.labels_seen,
-            ck.offsets,
-        )
+        daemon_state.restore(self, store)
 
     def checkpoint(self) -> bool:
         """Flush outputs, save state with the positions it covers, then commit those
@@ -261,6 +221,7 @@ class Daemon:
         """Poll once and process what came; returns the number of raw records consumed."""
         limit = max_records or self.cfg.source.batch_size
         records = self.source.poll(limit, self.cfg.service.poll_timeout_s)
+        self._service_tick()
         if not records:
             self._maybe_checkpoint()  # a quiet stream still gets its tail committed on time
             return 0
@@ -282,6 +243,14 @@ class Daemon:
         self._meta_tick()
         self._maybe_checkpoint()
         return len(records)
+
+    def _service_tick(self) -> None:
+        mt = self.metrics
+        mt.ready.set(1.0 if self.ready()[0] else 0.0)
+        if (lag := self.source.lag()) is not None:
+            mt.consumer_lag.set(lag)
+        if self.metrics_log is not None:
+            self.metrics_log.maybe_write()
 
     def _meta_tick(self) -> None:
         if self.meta_trainer is not None and self.tasks is not None:
@@ -399,6 +368,8 @@ class Daemon:
             self.metrics.up.set(0)
             if self._since_checkpoint or self.store is None:
                 self.checkpoint()
+            if self.metrics_log is not None:
+                self.metrics_log.maybe_write(force=True)  # the run's last figures
             if self.meta_trainer is not None:
                 self.meta_trainer.close()
             self.source.close()

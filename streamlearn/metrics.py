@@ -224,6 +224,16 @@ class Metrics:
             registry=r,
         )
         self.up = Gauge("streamlearn_up", "1 while the processing loop runs.", registry=r)
+        self.ready = Gauge(
+            "streamlearn_ready",
+            "1 while /readyz answers 200 (consuming, broker and stores ok).",
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "streamlearn_consumer_lag_records",
+            "Records between the consumer's positions and the partitions' ends (Kafka only).",
+            registry=r,
+        )
         self.checkpoints = _counter_by(
             r,
             "streamlearn_checkpoints",

@@ -29,6 +29,57 @@ def read_truth(path: str | Path) -> dict[str, float]:
     return truth
 
 
+class TruthFile(Mapping[str, float]):
+    r"""The truth of a file ``streamlearn simulate`` may still be writing: an id not read yet
+    makes it read the lines appended since (complete lines only), so a labeller started
+    beside a live simulator answers for events produced after it started.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "truth.jsonl"
+    >>> _ = path.write_bytes(b'{"event_id": "1", "y": 1}\n')
+    >>> truth = TruthFile(path)
+    >>> with path.open("ab") as f:
+    ...     _ = f.write(b'{"event_id": "2", "y": 0}\n{"event_id": "3"')  # 3: half written
+    >>> truth.get("2"), truth.get("3"), len(truth)
+    (0.0, None, 2)
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._truth: dict[str, float] = {}
+        self._offset = 0
+        self.refresh()
+
+    def refresh(self) -> int:
+        """Read complete lines appended since the last read; returns how many (a file not
+        written yet reads as empty)."""
+        if not self.path.exists():
+            return 0
+        with self.path.open("rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        n = 0
+        for line in data[:end].splitlines():
+            if line.strip():
+                row = orjson.loads(line)
+                self._truth[str(row["event_id"])] = float(row["y"])
+                n += 1
+        self._offset += end
+        return n
+
+    def __getitem__(self, event_id: str) -> float:
+        if event_id not in self._truth:
+            self.refresh()
+        return self._truth[event_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._truth)
+
+    def __len__(self) -> int:
+        return len(self._truth)
+
+
 class Oracle:
     """Schedules answers to queries (mappings with ``query_id`` and ``event_id``).
 

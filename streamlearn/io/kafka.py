@@ -215,6 +215,18 @@ class KafkaSource:
         """Next offset per partition of everything returned by :meth:`poll` so far."""
         return dict(self._positions)
 
+    def lag(self) -> int | None:
+        """Records between the positions and the high watermarks the last fetches reported,
+        over the assigned partitions (no request: the consumer caches the watermarks)."""
+        total, known = 0, False
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            pos = self._positions.get(position_key(tp.topic, tp.partition))
+            if high is not None and pos is not None:
+                total += max(0, high - pos)
+                known = True
+        return total if known else None
+
     def poll(self, max_records: int, timeout_s: float) -> list[RawRecord]:
         try:
             batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)

@@ -85,6 +85,9 @@ class LoopbackSource:
     def healthy(self) -> bool:
         return self.events.healthy
 
+    def lag(self) -> int | None:
+        return None  # an in-process stream has no end to be behind
+
     def positions(self) -> dict[str, int]:
         return {**self.events.positions(), f"{self.labels_topic}:0": self._answers}
 

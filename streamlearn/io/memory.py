@@ -72,6 +72,9 @@ class MemorySource:
     def healthy(self) -> bool:
         return True
 
+    def lag(self) -> int | None:
+        return None  # an in-process stream has no end to be behind
+
     def positions(self) -> dict[str, int]:
         return {f"{self._topic}:0": self._offset}
 

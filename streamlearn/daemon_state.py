@@ -1,0 +1,71 @@
+"""What the daemon saves in a checkpoint and how it resumes from one."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from streamlearn.checkpoint import CheckpointStore
+from streamlearn.meta.maml import MetaParams
+
+if TYPE_CHECKING:
+    from streamlearn.daemon import Daemon
+
+log = logging.getLogger("streamlearn")
+
+
+def state_of(d: Daemon) -> dict[str, object]:
+    """Everything a restart needs (tensors and plain data only)."""
+    o = d.outcomes
+    return {
+        "learner": d.learner.state_dict(),
+        "baseline": o.baseline.state_dict() if o.baseline is not None else {},
+        "meta": {
+            "log_rate": d._meta.log_rate.clone(),
+            "tasks": d.tasks.state_dict() if d.tasks is not None else {},
+        },
+        "active": d.active.state_dict() if d.active is not None else {},
+        "resets": d.outcomes.resetter.state_dict(),
+        "drift": d.outcomes.drift.state_dict(),
+        "totals": {"events": d.events_seen, **o.totals()},
+    }
+
+
+def restore(d: Daemon, store: CheckpointStore) -> None:
+    """Resume from the newest usable checkpoint of ``store`` (nothing when there is none)."""
+    ck = store.load_latest()
+    if d.residency is not None:
+        d.residency.resume(ck.sequence if ck is not None else 0)
+    if ck is None:
+        return
+    state = ck.state
+    d.learner.load_state_dict(state["learner"])
+    o = d.outcomes
+    if o.baseline is not None and state.get("baseline"):
+        o.baseline.load_state_dict(state["baseline"])
+    meta = state.get("meta", {})
+    if "log_rate" in meta:
+        d._meta = MetaParams(d.learner.theta0, meta["log_rate"])
+    if d.tasks is not None and meta.get("tasks"):
+        d.tasks.load_state_dict(meta["tasks"])
+    if d.active is not None and state.get("active"):
+        d.active.load_state_dict(state["active"])
+    if state.get("resets"):
+        o.resetter.load_state_dict(state["resets"])
+    if state.get("drift"):
+        o.drift.load_state_dict(state["drift"])
+    totals = state["totals"]
+    d.events_seen = int(totals["events"])
+    o.restore_totals(totals)
+    d.source.seek(ck.offsets)
+    d.resumed_from = ck.sequence
+    d.metrics.model_version.set(d.learner.model_version)
+    d.metrics.active_keys.set(d.learner.n_keys)
+    log.info(
+        "resumed from checkpoint %d (%s): %d keys, %d labels learned, offsets %s",
+        ck.sequence,
+        ck.path.name,
+        d.learner.n_keys,
+        d.labels_seen,
+        ck.offsets,
+    )
