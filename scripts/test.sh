@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests need into .venv (downloads cached under ~/.cache) and Debian's
-# prometheus package (promtool and a real server) when absent, starts the real Kafka broker (scripts/kafka.sh: Apache Kafka from Maven Central, KRaft, 127.0.0.1:9092)
-# and runs the whole suite: ruff (lint + format), mypy, pytest (doctests included).
+# prometheus package (promtool and a real server) when absent, starts the real Kafka broker
+# (scripts/kafka.sh: Apache Kafka from Maven Central, KRaft, 127.0.0.1:9092) and runs the
+# whole suite: ruff (lint + format), mypy, pytest (doctests included).
 # This is the README's test command; .ci/run runs exactly this. The broker is left running
 # for the next run (scripts/kafka.sh stop stops it); under CI=true it starts from empty data
 # (a cached ~/.cache may hold an earlier run's topics) and is stopped at exit.
