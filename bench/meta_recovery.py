@@ -62,7 +62,11 @@ def run_variant(name: str, init_path: str) -> dict[str, Any]:
     from streamlearn.meta.initfile import load_meta_init
 
     torch.set_num_threads(1)
-    drift = {"on_global_drift": "none", "per_key": False} if name == "no reset" else {}
+    drift = (
+        {"on_global_drift": "none", "per_key": False}
+        if name == "no reset"
+        else {"on_global_drift": "reset_all"}
+    )
     cfg = load_config(
         overrides={"drift": drift}, env=_model_env(os.environ.get("BENCH_HIDDEN", ""))
     )

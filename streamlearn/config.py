@@ -179,7 +179,7 @@ class DriftConfig(_Strict):
     detector: Literal["adwin", "page_hinkley", "kswin"] = "adwin"
     per_key: bool = True
     global_: bool = Field(default=True, alias="global")
-    on_global_drift: Literal["reset_all", "none"] = "reset_all"
+    on_global_drift: Literal["reset_all", "none"] = "none"
     adwin_delta: Annotated[float, Field(gt=0, lt=1)] = 0.002
     ph_threshold: PositiveFloat = 50.0
     ph_delta: Annotated[float, Field(ge=0)] = 0.005

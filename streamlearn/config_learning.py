@@ -70,7 +70,7 @@ class LearnerConfig(_Strict):
     learning_rate: PositiveFloat = 0.5
     adagrad_eps: PositiveFloat = 1e-10
     initial_accumulator: Annotated[float, Field(ge=0)] = 0.1
-    proximal_lambda: Annotated[float, Field(ge=0)] = 0.001
+    proximal_lambda: Annotated[float, Field(ge=0)] = 0.1
     max_step_norm: PositiveFloat = 1e3
     # > 0: an update that raises its own example's loss above this factor times the loss
     # before (plus guard_loss_floor) is rolled back; 0: off.

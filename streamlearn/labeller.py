@@ -24,7 +24,7 @@ from kafka import KafkaConsumer
 
 from streamlearn.active.oracle import Oracle
 from streamlearn.config import Config
-from streamlearn.io.kafka import KafkaSink, client_settings, ensure_topics
+from streamlearn.io.kafka import KafkaSink, client_settings, ensure_topics, wait_for_partitions
 
 log = logging.getLogger("streamlearn.label")
 
@@ -50,12 +50,13 @@ class QueryReader:
         k = cfg.kafka
         settings = {**client_settings(k), "client_id": f"{k.client_id}-labeller"}
         self._consumer = KafkaConsumer(
-            k.topics.queries,
             group_id=group,
             auto_offset_reset="earliest",
             enable_auto_commit=True,
             **settings,
         )
+        wait_for_partitions(self._consumer, [k.topics.queries])
+        self._consumer.subscribe([k.topics.queries])
         self._report = report
 
     def poll(self, timeout_s: float) -> list[dict[str, Any]]:

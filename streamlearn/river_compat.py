@@ -21,6 +21,9 @@ from streamlearn.model import ModelSpec
 _KEY = "river"
 
 
+SOLO_PROXIMAL_LAMBDA = 0.001
+
+
 class _RiverAdapter:
     def __init__(
         self,
@@ -35,10 +38,14 @@ class _RiverAdapter:
         self.n_classes = n_classes
         self.hidden = tuple(hidden)
         # One river model is one key: a shared model across keys would be the same key
-        # learned twice (two AdaGrad steps per label), so it is off here.
-        self.learner_cfg = (learner or LearnerConfig()).model_copy(
-            update={"shared": SharedConfig(enabled=False)}
-        )
+        # learned twice (two AdaGrad steps per label), so it is off here. Without it the
+        # proximal term pulls the one model towards its initial weights, so unless set, lambda
+        # is the small one it had before the shared model's default (0.1) was chosen.
+        cfg = learner or LearnerConfig()
+        update: dict[str, Any] = {"shared": SharedConfig(enabled=False)}
+        if "proximal_lambda" not in cfg.model_fields_set:
+            update["proximal_lambda"] = SOLO_PROXIMAL_LAMBDA
+        self.learner_cfg = cfg.model_copy(update=update)
         self.feature_names = list(feature_names) if feature_names else None
         self.seed = seed
         self._learner: OnlineLearner | None = None

@@ -166,6 +166,7 @@ def test_daemon_resets_to_pool_members_after_a_global_drift():
                 "synthetic": {"n_keys": 10, "n_concepts": 2, "segment_length": 4000, "seed": 3}
             },
             "model": {"n_features": 8},
+            "drift": {"on_global_drift": "reset_all"},  # resets to pool members
         },
         env={},
     )

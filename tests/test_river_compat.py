@@ -5,7 +5,7 @@ from river import datasets, evaluate, linear_model, metrics, preprocessing
 from streamlearn.learner import OnlineLearner
 from streamlearn.messages import EventBatch
 from streamlearn.model import ModelSpec
-from streamlearn.river_compat import StreamlearnClassifier
+from streamlearn.river_compat import SOLO_PROXIMAL_LAMBDA, StreamlearnClassifier
 from tests.helpers import per_key_rules
 
 
@@ -25,7 +25,8 @@ def test_adapter_is_the_daemon_learner():
     data = list(datasets.Phishing().take(50))
     model = StreamlearnClassifier()
     spec = ModelSpec(len(data[0][0]))
-    ref = OnlineLearner(spec, per_key_rules(), spec.init(kind="zeros"))  # one key: no sharing
+    rules = per_key_rules(proximal_lambda=SOLO_PROXIMAL_LAMBDA)  # one key: no sharing
+    ref = OnlineLearner(spec, rules, spec.init(kind="zeros"))
     for i, (x, y) in enumerate(data):
         row = np.array([list(x.values())], dtype=np.float32)
         p_ref = ref.predict(["river"], row)[0]

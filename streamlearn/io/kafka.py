@@ -160,6 +160,29 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         log.info("assigned partitions %s", sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
 
 
+def wait_for_partitions(
+    consumer: KafkaConsumer, topics: Sequence[str], timeout_s: float = 30.0
+) -> bool:
+    """Block until the consumer's metadata lists partitions of every topic; False on timeout.
+
+    A topic created a moment ago may not be in the broker's metadata yet. Subscribed then,
+    the group's first assignment leaves it out, and nothing is read from it until the next
+    metadata refresh (``metadata_max_age_ms``, 5 minutes by default): a labeller started
+    beside a new daemon answered nothing for minutes."""
+    deadline = time.monotonic() + timeout_s
+    missing = list(topics)
+    while True:
+        missing = [t for t in missing if not consumer.partitions_for_topic(t)]
+        if not missing or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    if missing:
+        log.warning(
+            "no partitions known for %s after %.0f s; subscribing anyway", missing, timeout_s
+        )
+    return not missing
+
+
 class KafkaSource:
     """The events topic (and the labels topic, when asked) read by a consumer group, with
     manual commits.
@@ -189,7 +212,9 @@ class KafkaSource:
         # and one checkpoint covers both. The default range assignor gives a consumer the
         # same partition numbers of topics with equal partition counts, and labellers key
         # answers by entity like events: an answer reaches the replica that asked.
-        self._consumer.subscribe(list(topics or [cfg.topics.events]), listener=_Rebalance(self))
+        subscribed = list(topics or [cfg.topics.events])
+        wait_for_partitions(self._consumer, subscribed)
+        self._consumer.subscribe(subscribed, listener=_Rebalance(self))
         self._last_error: str | None = None
         self._probe = BrokerProbe(cfg.bootstrap_servers)
 
