@@ -20,16 +20,13 @@ from streamlearn.config import load_config
 from tests.helpers import ROOT
 
 DEPLOY = ROOT / "deploy"
-PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None and not (Path("/usr/bin/promtool").exists()),
-    reason="promtool missing: the test command installs Debian's prometheus package",
-)
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    assert Path(PROMTOOL).exists(), "promtool missing: scripts/test.sh installs Debian's prometheus"
     return subprocess.run(
-        [PROMTOOL or "/usr/bin/promtool", *args],
+        [PROMTOOL, *args],
         cwd=DEPLOY / "prometheus",
         capture_output=True,
         text=True,
@@ -38,7 +35,6 @@ def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@needs_promtool
 def test_prometheus_config_and_rules_pass_promtool():
     for args in (
         ("check", "config", "prometheus.yml"),

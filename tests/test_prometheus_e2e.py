@@ -24,10 +24,6 @@ from tests.test_kafka import _wait_ready
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-pytestmark = pytest.mark.skipif(
-    not Path(PROMETHEUS).exists(),
-    reason="prometheus missing: the test command installs Debian's prometheus package",
-)
 
 
 def _port() -> int:
@@ -64,6 +60,7 @@ def _value(base: str, query: str) -> float | None:
 
 @pytest.mark.slow
 def test_prometheus_scrapes_the_daemon_and_the_shipped_rules_and_dashboard_work(tmp_path):
+    assert Path(PROMETHEUS).exists(), "prometheus missing: scripts/test.sh installs Debian's"
     metrics_port, prom_port = _port(), _port()
     log = tmp_path / "metrics.jsonl"
     env = {
