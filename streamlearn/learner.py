@@ -357,11 +357,14 @@ class OnlineLearner:
         res = self.residency
         if res is not None:
             res.begin_poll()
-            known = self.slots_of(keys)
-            res.touch(known[known >= 0])
-            unseen = len({k for k, s in zip(keys, known.tolist(), strict=True) if s < 0})
-            if unseen and (over := len(self.keys) + unseen - res.max_keys) > 0:
-                self._evict(over)
+            # Only near the bound can this poll's new keys need room: then mark its known
+            # keys used (so they are not evicted) and count the new ones.
+            if len(self.keys) + len(keys) > res.max_keys:
+                known = self.slots_of(keys)
+                res.touch(known[known >= 0])
+                unseen = len({k for k, s in zip(keys, known.tolist(), strict=True) if s < 0})
+                if unseen and (over := len(self.keys) + unseen - res.max_keys) > 0:
+                    self._evict(over)
         slots, new = self.keys.slots_for(keys)
         self._ensure_capacity(self.keys.high_water)
         if new:
