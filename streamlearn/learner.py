@@ -26,6 +26,7 @@ from streamlearn import lanes, learner_state
 from streamlearn.config import LearnerConfig
 from streamlearn.keys import KeyTable, rounds
 from streamlearn.learner_state import MIN_CAPACITY as _MIN_CAPACITY
+from streamlearn.learner_state import as_row as _as_row
 from streamlearn.messages import EventBatch
 from streamlearn.meta.pool import MAX_POOL
 from streamlearn.model import ModelSpec
@@ -404,9 +405,3 @@ class OnlineLearner:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved; the model layout must match."""
         learner_state.load_into(self, state)
-
-
-def _as_row(theta0: torch.Tensor | np.ndarray) -> np.ndarray:
-    if isinstance(theta0, torch.Tensor):
-        theta0 = theta0.detach().cpu().numpy()
-    return np.ascontiguousarray(theta0, dtype=np.float32).copy()

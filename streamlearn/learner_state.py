@@ -21,6 +21,13 @@ if TYPE_CHECKING:
 MIN_CAPACITY = 64  # rows a learner's tables start with
 
 
+def as_row(theta0: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A contiguous float32 copy of a parameter vector."""
+    if isinstance(theta0, torch.Tensor):
+        theta0 = theta0.detach().cpu().numpy()
+    return np.ascontiguousarray(theta0, dtype=np.float32).copy()
+
+
 def state_of(learner: OnlineLearner) -> dict[str, object]:
     live = learner.keys.live_slots()
     res = learner.residency
@@ -59,7 +66,7 @@ def load_into(learner: OnlineLearner, state: dict[str, Any]) -> None:
     # Checkpoints from before eviction hold rows 0..n-1 in key order.
     slots = state["slots"].numpy() if "slots" in state else np.arange(len(keys))
     free = state["free"].tolist() if "free" in state else []
-    learner._theta0 = theta0.detach().cpu().numpy().astype(np.float32).copy()
+    learner._theta0 = as_row(theta0)
     learner._version = int(state["version"])
     learner.keys = KeyTable.restore(keys, slots, free)
     rows = max(MIN_CAPACITY, learner.keys.high_water)

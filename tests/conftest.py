@@ -1,5 +1,4 @@
 import os
-import socket
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -8,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import free_tcp_port
 from tests.kafka_util import SESSION_PREFIXES, delete_topics_with_prefixes
 
 
@@ -18,9 +18,7 @@ def _one_torch_thread():
 
 @pytest.fixture
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_tcp_port()
 
 
 ROOT = Path(__file__).resolve().parent.parent

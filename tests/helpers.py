@@ -1,6 +1,7 @@
 """Small helpers shared by tests."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,13 @@ from streamlearn.config import LearnerConfig, SharedConfig
 from streamlearn.messages import EventBatch
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_tcp_port() -> int:
+    """A port nothing listens on now (the OS's pick for an ephemeral bind)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def run_cli(

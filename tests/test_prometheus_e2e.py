@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,17 +18,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, free_tcp_port, run_cli
 from tests.test_kafka import _wait_ready
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _api(base: str, path: str, **params: object) -> Any:
@@ -61,7 +54,7 @@ def _value(base: str, query: str) -> float | None:
 @pytest.mark.slow
 def test_prometheus_scrapes_the_daemon_and_the_shipped_rules_and_dashboard_work(tmp_path):
     assert Path(PROMETHEUS).exists(), "prometheus missing: scripts/test.sh installs Debian's"
-    metrics_port, prom_port = _port(), _port()
+    metrics_port, prom_port = free_tcp_port(), free_tcp_port()
     log = tmp_path / "metrics.jsonl"
     env = {
         **os.environ,

@@ -107,7 +107,7 @@ def test_a_spill_store_that_cannot_be_written_keeps_keys_in_memory_until_it_can(
     assert learner.residency.evicted > 0
 
 
-def _cfg(directory: Path, **learner: object) -> Config:
+def _cfg(directory: Path) -> Config:
     return load_config(
         overrides={
             "source": {
@@ -116,7 +116,7 @@ def _cfg(directory: Path, **learner: object) -> Config:
             },
             "checkpoint": {"dir": str(directory), "every_events": 1000},
             "drift": {"detector": "adwin"},
-            "learner": {"max_keys": 50, **learner},
+            "learner": {"max_keys": 50},
             "meta": {"enabled": True, "every_labels": 10**9},  # its task buffer, not training
         },
         env={},

@@ -24,6 +24,11 @@ _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 _PROCESS_LABELS = {"job", "instance"}
 
 
+def _nan_add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Elementwise sum where a NaN counts as absent (NaN only where both are)."""
+    return np.where(np.isnan(a), b, np.where(np.isnan(b), a, a + b))
+
+
 def parse_series(series: str) -> tuple[str, dict[str, str]]:
     """``'a_total{x="1"}'`` -> ``('a_total', {'x': '1'})``."""
     m = _SERIES.match(series)
@@ -58,7 +63,7 @@ class Run:
         for series, v in self.values.items():
             base, have = parse_series(series)
             if base == name and all(have.get(k) == val for k, val in labels.items()):
-                out = np.where(np.isnan(out), v, np.where(np.isnan(v), out, out + v))
+                out = _nan_add(out, v)
         return out
 
 
@@ -111,11 +116,7 @@ def from_prometheus(
             if 0 <= i < len(t):
                 col[i] = float(val)
         prev = values.get(key)
-        values[key] = (
-            col
-            if prev is None
-            else np.where(np.isnan(prev), col, np.where(np.isnan(col), prev, prev + col))
-        )
+        values[key] = col if prev is None else _nan_add(prev, col)
     if not values:
         raise ValueError(f"Prometheus at {url} holds no streamlearn series in that range")
     return Run(t, values)
