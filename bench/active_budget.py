@@ -86,7 +86,9 @@ def run_one(
         truth = seen
     else:
         source_events = recording_truth(items, truth)
-        over["active"] = {"enabled": True, "policy": policy, "budget": budget}
+        # Random querying is the baseline: uniform over events, so unpaced.
+        pacing = {"enabled": policy != "random"}
+        over["active"] = {"enabled": True, "policy": policy, "budget": budget, "pacing": pacing}
     over.setdefault("model", {})["seed"] = seed
     cfg = load_config(overrides=_merge(over, extra or {}), env={})
     correct: list[float] = []
@@ -119,6 +121,7 @@ def run_one(
         "accuracy_second_half": float(c[len(c) // 2 :].mean()),
         "lambda": daemon.learner.proximal_lambda,
         "seconds": seconds,
+        "_correct": c,  # per event, in stream order (not written to --json)
     }
 
 
@@ -158,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for seed in range(args.seeds):
             runs.append(run_one(s, p, b, delay_events=args.delay_events, seed=seed, extra=extra))
     if args.json:
-        Path(args.json).write_text(json.dumps(runs, indent=1))
+        public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs]
+        Path(args.json).write_text(json.dumps(public, indent=1))
     print(
         f"Labels withheld, asked by the daemon, answered by an oracle after "
         f"{args.delay_events} events; accuracy over every event; median of {args.seeds} seeds.\n"

@@ -55,11 +55,14 @@ def _config(prefix: str, ck_dir: str, emit: bool) -> Any:
     )
 
 
+KEYS = 1000  # set by --keys
+
+
 def _stream(n: int) -> list[Any]:
     from streamlearn.config import SyntheticSourceConfig
     from streamlearn.io.synthetic import build_family
 
-    return list(build_family(SyntheticSourceConfig(max_events=n)))
+    return list(build_family(SyntheticSourceConfig(max_events=n, n_keys=KEYS)))
 
 
 def phase_in_process(n: int, prefix: str) -> dict[str, float]:
@@ -71,7 +74,8 @@ def phase_in_process(n: int, prefix: str) -> dict[str, float]:
     from streamlearn.io.memory import MemorySource
 
     items = _stream(n)
-    cfg = load_config(overrides={"source": {"batch_size": 2000}}, env={})
+    over = {"source": {"batch_size": 2000, "synthetic": {"n_keys": KEYS}}}
+    cfg = load_config(overrides=over, env={})
     daemon = Daemon(cfg, CollectorRegistry(), source=MemorySource(iter(items)), sink=NullSink())
     t0 = time.perf_counter()
     daemon.run()
@@ -144,6 +148,79 @@ def phase_daemon(n: int, prefix: str, emit: bool) -> dict[str, float]:
     return {"per_second": n / seconds, "lag": float(lag)}
 
 
+def phase_paced(n: int, prefix: str, rate: float = 10_000.0) -> dict[str, float]:
+    """The daemon (predictions on, 500 records per poll) reading a topic produced at
+    ``rate`` events/s while it runs. Per poll: processing time (poll returned -> predictions
+    handed to the producer) and poll-to-commit time (poll returned -> the first offset
+    commit that covers the poll's records; commits follow checkpoints, every 1 s here)."""
+    import threading
+
+    from prometheus_client import CollectorRegistry
+
+    from streamlearn.daemon import Daemon
+    from streamlearn.simulate import simulate
+
+    items = _stream(n)
+    with tempfile.TemporaryDirectory() as ck:
+        cfg = _config(prefix + "p", ck, emit=True)
+        cfg = cfg.model_copy(
+            update={
+                "source": cfg.source.model_copy(update={"batch_size": 500}),
+                "checkpoint": cfg.checkpoint.model_copy(
+                    update={"every_events": 10_000_000, "every_seconds": 1.0}
+                ),
+            }
+        )
+        daemon = Daemon(cfg, CollectorRegistry())
+        src = daemon.source
+        polls: list[tuple[float, dict[str, int]]] = []
+        commits: list[tuple[float, dict[str, int]]] = []
+        busy: list[float] = []
+        poll, commit, step = src.poll, src.commit, daemon.step
+
+        def timed_poll(max_records: int, timeout_s: float) -> Any:
+            out = poll(max_records, timeout_s)
+            if out:
+                polls.append((time.perf_counter(), src.positions()))
+            return out
+
+        def timed_commit(positions: Any = None) -> bool:
+            ok = commit(positions)
+            if ok:
+                commits.append((time.perf_counter(), dict(positions or src.positions())))
+            return ok
+
+        def timed_step(max_records: int | None = None) -> int:
+            got = step(max_records)
+            if got:
+                busy.append(time.perf_counter() - polls[-1][0])
+            return got
+
+        src.poll, src.commit, daemon.step = timed_poll, timed_commit, timed_step  # type: ignore[method-assign]
+        runner = threading.Thread(target=daemon.run)
+        runner.start()
+        report = simulate(cfg, iter(items), total=n, rate=rate, progress=False)
+        while daemon.events_seen < n:
+            time.sleep(0.01)
+        time.sleep(1.5)  # one more checkpoint and commit
+        daemon.request_stop()
+        runner.join()
+    to_commit = []
+    for t, pos in polls:
+        for tc, cpos in commits:
+            if tc >= t and all(cpos.get(k, -1) >= v for k, v in pos.items()):
+                to_commit.append(tc - t)
+                break
+    q = statistics.quantiles
+    return {
+        "per_second": report.produced / report.seconds,
+        "p50_poll_ms": 1000 * statistics.median(busy),
+        "p99_poll_ms": 1000 * q(busy, n=100)[98],
+        "p50_commit_ms": 1000 * statistics.median(to_commit),
+        "p99_commit_ms": 1000 * q(to_commit, n=100)[98],
+    }
+
+
 PHASES: dict[str, Callable[[int, str], dict[str, float]]] = {
     "in-process": phase_in_process,
     "produce": phase_produce,
@@ -151,6 +228,7 @@ PHASES: dict[str, Callable[[int, str], dict[str, float]]] = {
     "consume+decode": lambda n, p: phase_consume(n, p, decode=True),
     "daemon via kafka": lambda n, p: phase_daemon(n, p, emit=False),
     "daemon via kafka + predictions": lambda n, p: phase_daemon(n, p, emit=True),
+    "daemon at 10k/s (paced)": phase_paced,
 }
 
 
@@ -158,8 +236,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--keys", type=int, default=1000)
     ap.add_argument("--worker", nargs=3, metavar=("PHASE", "N", "PREFIX"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global KEYS
+    KEYS = args.keys
     if args.worker:
         import torch
 
@@ -177,6 +258,8 @@ def main() -> int:
                     sys.executable,
                     "-m",
                     "bench.kafka_throughput",
+                    "--keys",
+                    str(args.keys),
                     "--worker",
                     name,
                     str(args.events),
@@ -193,7 +276,9 @@ def main() -> int:
             results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"repeat {rep + 1}: {name}: {results[name][-1]}", file=sys.stderr)
     base = statistics.median(r["per_second"] for r in results["in-process"])
-    print(f"\n{args.events:,} events (100 keys, all labelled), median of {args.repeats} runs\n")
+    print(
+        f"\n{args.events:,} events ({args.keys:,} keys, all labelled), median of {args.repeats} runs\n"
+    )
     print("| phase | events/s (median) | min - max | x in-process | lag at stop |")
     print("|---|---|---|---|---|")
     for name, runs in results.items():
@@ -204,6 +289,17 @@ def main() -> int:
             f"| {name} | {med:,.0f} | {min(speeds):,.0f} - {max(speeds):,.0f} | "
             f"{med / base:.2f} | {lag} |"
         )
+    paced = results["daemon at 10k/s (paced)"]
+
+    def med(f: str) -> float:
+        return statistics.median(r[f] for r in paced)
+
+    print(
+        f"\nAt 10,000 events/s through the broker (predictions on, 500 records per poll, "
+        f"checkpoint + commit every second): poll processing p50 {med('p50_poll_ms'):.1f} ms, "
+        f"p99 {med('p99_poll_ms'):.1f} ms; poll-to-commit p50 {med('p50_commit_ms'):.0f} ms, "
+        f"p99 {med('p99_commit_ms'):.0f} ms (medians over runs)."
+    )
     return 0
 
 

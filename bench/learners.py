@@ -38,6 +38,10 @@ STREAMS: dict[str, tuple[str, list[int]]] = {
         "100 keys, shared recurring concepts, abrupt drift / 20k",
         [20_000, 40_000, 60_000, 80_000],
     ),
+    "family1000": (
+        "1,000 keys, shared recurring concepts, abrupt drift / 20k",
+        [20_000, 40_000, 60_000, 80_000],
+    ),
     "family10": (
         "10 keys, shared recurring concepts, abrupt drift / 20k",
         [20_000, 40_000, 60_000, 80_000],

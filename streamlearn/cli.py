@@ -158,6 +158,7 @@ def _cmd_label(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_meta_train(cfg: Config, args: argparse.Namespace) -> int:
+    from streamlearn.meta.distributed import leave, world_from_env
     from streamlearn.meta.initfile import save_meta_init
     from streamlearn.meta.offline import OfflineSettings, build_buffers, meta_train, to_meta_init
     from streamlearn.simulate import events_for
@@ -201,7 +202,16 @@ def _cmd_meta_train(cfg: Config, args: argparse.Namespace) -> int:
     )
     m = cfg.model
     theta0 = spec.init(seed=m.seed, kind=m.init, scale=m.init_scale)
-    result = meta_train(spec, theta0, train, test, settings, progress=not args.no_progress)
+    world = world_from_env()  # under torchrun: DDP across the ranks
+    try:
+        result = meta_train(
+            spec, theta0, train, test, settings, progress=not args.no_progress, world=world
+        )
+    finally:
+        if world is not None:
+            leave()
+    if world is not None and not world.is_main:
+        return 0
     save_meta_init(args.out, spec, to_meta_init(result, scaler, 1))
     summary = result.summary
     pool = ""

@@ -34,6 +34,7 @@ from streamlearn.config_learning import (
     HypergradientConfig,
     LambdaTuningConfig,
     LearnerConfig,
+    PacingConfig,
     SharedConfig,
 )
 from streamlearn.config_types import PositiveFloat, Probability, _Strict
@@ -53,6 +54,7 @@ __all__ = [
     "KafkaSecurityConfig",
     "LambdaTuningConfig",
     "LearnerConfig",
+    "PacingConfig",
     "ProducerConfig",
     "SharedConfig",
     "TopicsConfig",

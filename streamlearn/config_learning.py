@@ -63,7 +63,10 @@ class SharedConfig(_Strict):
     learning_rate: PositiveFloat = 1.0
     # The shared accumulator decays by this factor per step (1: plain AdaGrad, whose steps
     # shrink for good; below 1 the shared weights keep tracking drift nobody detected).
-    forgetting: Annotated[float, Field(gt=0, le=1)] = 0.95
+    forgetting: Annotated[float, Field(gt=0, le=1)] = 0.99
+    # A step every this many labels, whatever the poll size (pieces of a poll, or several
+    # polls when labels are sparse).
+    step_labels: Annotated[int, Field(ge=1, le=1_000_000)] = 8
 
 
 class LearnerConfig(_Strict):
@@ -133,6 +136,29 @@ class LambdaTuningConfig(_Strict):
         return self
 
 
+class PacingConfig(_Strict):
+    """Spend the label budget where the model errs (:mod:`streamlearn.active.pacing`): the
+    share queried follows the ratio of a fast to a slow average of the answered labels' loss,
+    within ``[budget / max_boost, budget * max_boost]``; a bank of labels earned and spent,
+    on the scale of what the budget earns over ``bank_events``, keeps the long-run share at
+    the budget."""
+
+    enabled: bool = True
+    max_boost: Annotated[float, Field(ge=1, le=100)] = 4.0
+    fast_labels: Annotated[int, Field(ge=1)] = 30
+    slow_labels: Annotated[int, Field(ge=2)] = 1000
+    bank_events: Annotated[int, Field(ge=1)] = 10_000
+
+    @model_validator(mode="after")
+    def _fast_below_slow(self) -> PacingConfig:
+        if self.fast_labels >= self.slow_labels:
+            raise ValueError(
+                f"active.pacing.fast_labels ({self.fast_labels}) must be below "
+                f"active.pacing.slow_labels ({self.slow_labels})"
+            )
+        return self
+
+
 class ActiveConfig(_Strict):
     """Which unlabelled events to ask a label for, at what budget, and how long to wait.
 
@@ -166,3 +192,4 @@ class ActiveConfig(_Strict):
     newton_steps: Annotated[int, Field(ge=0, le=50)] = 3
     cg_iterations: Annotated[int, Field(ge=1, le=500)] = 20
     lambda_tuning: LambdaTuningConfig = LambdaTuningConfig()
+    pacing: PacingConfig = PacingConfig()

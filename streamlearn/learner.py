@@ -7,8 +7,9 @@ lanes take one AdaGrad step on ``L(f(x; w), y) + (lambda/2)||w - theta0||^2``. S
 key, events are handled one at a time in arrival order, exactly as if they had arrived alone
 (each prediction sees every earlier label of its key); across keys nothing is shared within
 a poll. The per-poll quantities are the feature standardiser, updated with the poll's events
-before the first round, and, with ``learner.shared`` on, the shared model's step after the
-last round (:mod:`streamlearn.shared`: theta0 and every key move by it).
+before the first round, and, with ``learner.shared`` on, the shared model's step every
+``learner.shared.step_labels`` labels, between rounds (a round is cut into pieces where a
+step falls inside it; :mod:`streamlearn.shared`: theta0 and every key move by it).
 
 State lives in numpy tables (one row per key; :mod:`streamlearn.lanes` says why numpy);
 the public accessors hand out torch tensors, the currency of the model and meta-learning.
@@ -90,6 +91,7 @@ class OnlineLearner:
                 rate=cfg.shared.learning_rate,
                 initial_accumulator=cfg.initial_accumulator,
                 forgetting=cfg.shared.forgetting,
+                step_labels=cfg.shared.step_labels,
                 eps=cfg.adagrad_eps,
             )
             if cfg.shared.enabled
@@ -287,9 +289,13 @@ class OnlineLearner:
         step_sq = 0.0
         rollbacks = 0
         lo = 0
+        pieces = (
+            shared.pieces(sizes, n_labelled) if shared is not None else np.cumsum(sizes).tolist()
+        )
         with np.errstate(all="ignore"):  # overflow is caught by the guard below, per lane
-            for size in sizes:
-                hi = lo + size
+            for hi in pieces:
+                if shared is not None and shared.ready:
+                    theta0 = self._shared_step(theta0)
                 sl = ss[lo:hi]
                 w = params[sl]
                 if n_labelled[hi] == n_labelled[lo]:
@@ -322,9 +328,8 @@ class OnlineLearner:
                     direction[sl[upd]] = (g / (new_accum**0.5 + eps))[upd]
                 step_sq += float(sq.sum())
                 lo = hi
-        if shared is not None and (delta := shared.step(theta0)) is not None:
-            self._theta0 = theta0 + delta  # every key moves with the shared weights
-            params[: self.keys.high_water] += delta
+        if shared is not None and shared.ready:
+            theta0 = self._shared_step(theta0)
         inv = np.empty(n, dtype=np.int64)
         inv[order] = np.arange(n)
         loss_np = np.where(labelled, loss_out, np.nan)[inv].astype(np.float64)
@@ -349,6 +354,14 @@ class OnlineLearner:
             sizer.hypergradient,
             sizer.take_mean_weight(),
         )
+
+    def _shared_step(self, theta0: np.ndarray) -> np.ndarray:
+        """The shared model's step: theta0 and every key move by it."""
+        assert self.shared is not None
+        if (delta := self.shared.step(theta0)) is not None:
+            self._theta0 = theta0 + delta
+            self._params[: self.keys.high_water] += delta
+        return self._theta0
 
     # -- admission: new rows, eviction, return from the spill store ------------------------
 

@@ -316,6 +316,16 @@ class Metrics:
         self.query_budget = gauge(
             "streamlearn_query_budget", "Share of unlabelled events the budget allows to query."
         )
+        self.query_share_target = gauge(
+            "streamlearn_query_share_target",
+            "Share of unlabelled events to query now: the budget moved by the pacer "
+            "(active.pacing: more while the model errs more than usual).",
+        )
+        self.label_bank = gauge(
+            "streamlearn_label_bank",
+            "Labels the budget earned and the pacer has not spent (negative: overspent, "
+            "paid back by querying below budget).",
+        )
         self.query_rate = gauge(
             "streamlearn_query_rate", "Smoothed share of unlabelled events queried."
         )

@@ -4,8 +4,10 @@ weights plus the key's own offset.
 Why: an entity with few labels (a new key, a key after a drift, or any key when labels are
 bought sparingly) cannot fit a model alone, but entities of one population share most of
 their concept. With ``learner.shared.enabled`` the learner's ``theta0`` is no longer fixed:
-after each poll it takes one AdaGrad step (its own accumulator, rate
-``learner.shared.learning_rate``) on the mean data gradient of the poll's labelled events,
+every ``learner.shared.step_labels`` labels it takes one AdaGrad step (its own accumulator,
+rate ``learner.shared.learning_rate``) on the mean data gradient of those labels (pieces of
+a poll, or several polls when labels are sparse: one step per poll made the shared model's
+speed depend on the poll size, and starved it at small label budgets),
 the accumulator first decayed by ``learner.shared.forgetting`` (RMSprop's running average
 instead of AdaGrad's sum: the shared weights must keep moving after a drift that the few
 labels of a tight budget never let a detector see; with 1.0 it is plain AdaGrad),
@@ -19,6 +21,8 @@ slate, and the keys with them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -43,7 +47,11 @@ class SharedWeights:
         initial_accumulator: float,
         forgetting: float = 1.0,
         eps: float = 1e-10,
+        step_labels: int = 1,
     ) -> None:
+        if step_labels < 1:
+            raise ValueError(f"learner.shared.step_labels must be >= 1, got {step_labels}")
+        self.step_labels = step_labels
         self.rate = rate
         self.forgetting = forgetting
         self.eps = eps
@@ -58,6 +66,36 @@ class SharedWeights:
         if len(grads):
             self._grad += grads.sum(0)
             self._count += len(grads)
+
+    @property
+    def ready(self) -> bool:
+        """``step_labels`` gradients are in: time for a step."""
+        return self._count >= self.step_labels
+
+    def pieces(self, sizes: Sequence[int], n_labelled: np.ndarray) -> list[int]:
+        """Ends of the pieces the rounds (``sizes``, in sorted event order) are cut into so
+        that a step falls between pieces every ``step_labels`` labels (``n_labelled[j]``:
+        labels among the first ``j`` events). Steps are due where :attr:`ready` says.
+
+        >>> s = SharedWeights(np.zeros(1, dtype=np.float32), rate=1.0,
+        ...                   initial_accumulator=0.0, step_labels=2)
+        >>> s.pieces([3, 2], np.array([0, 1, 2, 3, 4, 5]))  # all labelled
+        [2, 3, 4, 5]
+        """
+        out: list[int] = []
+        count, lo = self._count, 0
+        for size in sizes:
+            end = lo + size
+            while lo < end:
+                if count >= self.step_labels:
+                    count = 0
+                counts = n_labelled[lo : end + 1] - n_labelled[lo]
+                room = self.step_labels - count
+                hi = end if counts[-1] <= room else lo + int(np.searchsorted(counts, room))
+                count += int(counts[hi - lo])
+                out.append(hi)
+                lo = hi
+        return out
 
     def step(self, theta0: np.ndarray) -> np.ndarray | None:
         """The step of the shared weights on the mean gradient since the last step (None
@@ -86,8 +124,13 @@ class SharedWeights:
         return {
             "start": torch.from_numpy(self.start.copy()),
             "accum": torch.from_numpy(self.accum.copy()),
+            "grad": torch.from_numpy(self._grad.copy()),
+            "count": torch.tensor(self._count),
         }
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.start = state["start"].numpy().astype(np.float32)
         self.accum = state["accum"].numpy().astype(np.float32)
+        if "grad" in state:  # absent in checkpoints before learner.shared.step_labels
+            self._grad = state["grad"].numpy().astype(np.float64)
+            self._count = int(state["count"])

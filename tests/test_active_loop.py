@@ -177,7 +177,7 @@ def test_shared_weights_step_is_adagrad_on_the_mean_gradient_and_moves_every_key
         learning_rate=0.5,
         proximal_lambda=0.0,
         curvature=CurvatureConfig(enabled=False),
-        shared=SharedConfig(enabled=True, learning_rate=0.3, forgetting=1.0),
+        shared=SharedConfig(enabled=True, learning_rate=0.3, forgetting=1.0, step_labels=2),
     )
     learner = OnlineLearner(spec, cfg, torch.zeros(3), standardize=False)
     learner.process(event_batch(["idle"], [[0.0, 0.0]], [np.nan]))  # a key with no labels
@@ -196,6 +196,45 @@ def test_shared_weights_step_is_adagrad_on_the_mean_gradient_and_moves_every_key
     np.testing.assert_allclose(learner.params_of("idle").numpy(), delta, rtol=1e-5, atol=1e-7)
     learner.reset_all()
     np.testing.assert_array_equal(learner.theta0.numpy(), np.zeros(3))
+
+
+def test_shared_steps_every_step_labels_labels_whatever_the_poll_size():
+    """A step every ``step_labels`` labels: a poll is cut between them (the later events
+    see the stepped weights), and sparse labels add up over polls; so one poll of eight
+    labels and eight polls of one end in the same state, equal to torch's Adagrad taking
+    the steps in turn."""
+    spec = ModelSpec(2, "regression")
+    cfg = LearnerConfig(
+        learning_rate=0.5,
+        proximal_lambda=0.0,
+        curvature=CurvatureConfig(enabled=False),
+        shared=SharedConfig(enabled=True, learning_rate=0.3, forgetting=1.0, step_labels=3),
+    )
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 2)).astype(np.float32)
+    y = rng.standard_normal(8)
+    keys = [f"k{i}" for i in range(8)]
+    whole = OnlineLearner(spec, cfg, torch.zeros(3), standardize=False)
+    whole.process(event_batch(keys, x, y))
+    single = OnlineLearner(spec, cfg, torch.zeros(3), standardize=False)
+    for i in range(8):
+        single.process(event_batch(keys[i : i + 1], x[i : i + 1], y[i : i + 1]))
+    np.testing.assert_allclose(whole.theta0.numpy(), single.theta0.numpy(), rtol=1e-6)
+    for k in keys:
+        np.testing.assert_allclose(
+            whole.params_of(k).numpy(), single.params_of(k).numpy(), rtol=1e-6, atol=1e-7
+        )
+    # Reference: two steps (labels 0-2, then 3-5), each on the mean gradient of its labels
+    # at the weights then (fresh keys start at theta0); labels 6-7 wait for a third.
+    theta = torch.zeros(3, requires_grad=True)
+    opt = torch.optim.Adagrad([theta], lr=0.3, initial_accumulator_value=0.1, eps=1e-10)
+    xt = torch.from_numpy(np.c_[x, np.ones(8)]).float()
+    yt = torch.from_numpy(y).float()
+    for lo in (0, 3):
+        opt.zero_grad()
+        (0.5 * (xt[lo : lo + 3] @ theta - yt[lo : lo + 3]) ** 2).mean().backward()
+        opt.step()
+    np.testing.assert_allclose(whole.theta0.numpy(), theta.detach().numpy(), rtol=1e-5)
 
 
 def test_prediction_loss_matches_the_learners_loss():
@@ -244,7 +283,8 @@ def _loop(cfg, n_events, delay_s=0.05):
 
 @pytest.mark.parametrize("policy", ["uncertainty", "sensitivity", "combined", "random"])
 def test_daemon_queries_learns_answers_and_accounts_them(policy):
-    cfg = _active_config(policy=policy, sensitivity_every_labels=50)
+    # Pacing off: this holds the controller to the budget poll by poll (pacing is below).
+    cfg = _active_config(policy=policy, sensitivity_every_labels=50, pacing={"enabled": False})
     loop, sink, truth = _loop(cfg, 6000)
     reg = CollectorRegistry()
     d = Daemon(cfg, reg, source=loop, sink=sink, clock=loop.clock)
@@ -398,3 +438,39 @@ def test_active_config_errors_name_the_setting():
         )
     with pytest.raises(ConfigError, match=r"active.budget = 0"):
         load_config(overrides={"active": {"budget": 0}}, env={})
+
+
+def test_pacing_spends_more_after_a_drift_and_holds_the_budget():
+    """With pacing, the share queried rises after a drift (the random, explored answers'
+    loss jumps) and the whole run spends no more than the budget."""
+    cfg = load_config(
+        overrides={
+            "source": {
+                "synthetic": {
+                    "n_keys": 20,
+                    "label_fraction": 0.0,
+                    "rate": 0.0,
+                    "segment_length": 6000,
+                }
+            },
+            "active": {"enabled": True, "budget": 0.1, "pacing": {"bank_events": 3000}},
+            "metrics": {"baseline": "none"},
+        },
+        env={},
+    )
+    loop, sink, _ = _loop(cfg, 12_000, delay_s=0.02)
+    reg = CollectorRegistry()
+    d = Daemon(cfg, reg, source=loop, sink=sink, clock=loop.clock)
+    d.run()
+    asked = np.array([int(q.event_id) for q in sink.recent_queries])
+    before = int(((asked >= 4500) & (asked < 6000)).sum())
+    after = int(((asked >= 6000) & (asked < 7500)).sum())
+    print(
+        f"queries: {before} in the 1,500 events before the drift, {after} after; "
+        f"{len(asked)} of 12,000 in all"
+    )
+    assert after > 1.5 * before
+    assert len(asked) <= 0.1 * 12_000 * 1.02
+    pacer = _active(d).pacer
+    assert pacer is not None
+    assert sample(reg, "streamlearn_label_bank") == pytest.approx(pacer.bank)

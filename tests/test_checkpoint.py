@@ -226,7 +226,7 @@ def test_resume_is_exact_with_drift_detection_on(tmp_path, detector):
                     "synthetic": {"n_keys": 10, "rate": 0, "segment_length": 2000},
                 },
                 "checkpoint": {"dir": str(directory), "every_events": 1000},
-                "drift": {"detector": detector, "ph_threshold": 20.0},
+                "drift": {"detector": detector, "ph_threshold": 20.0, "kswin_alpha": 0.05},
             },
             env={},
         )

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from streamlearn.active.lambda_watch import LambdaWatch
+from streamlearn.active.pacing import BudgetPacer
 from streamlearn.active.pending import Pending, PendingQueries
 from streamlearn.active.policy import QueryPolicy
 from streamlearn.config import ActiveConfig
@@ -67,6 +68,18 @@ class ActiveLearning:
             explore=cfg.explore,
             horizon=cfg.horizon,
             seed=seed,
+        )
+        pc = cfg.pacing
+        self.pacer = (
+            BudgetPacer(
+                cfg.budget,
+                max_boost=pc.max_boost,
+                fast_labels=pc.fast_labels,
+                slow_labels=pc.slow_labels,
+                bank_events=pc.bank_events,
+            )
+            if pc.enabled
+            else None
         )
         self.pending = PendingQueries(cfg.max_pending, cfg.remember)
         needs_watch = cfg.policy in ("sensitivity", "combined") or cfg.lambda_tuning.enabled
@@ -118,6 +131,9 @@ class ActiveLearning:
         raw = self.policy.scores(p_u, sens)
         pick = np.flatnonzero(self.policy.select(ids, raw))
         mt = self.metrics
+        if self.pacer is not None:
+            self.pacer.spend(events=len(idx), queried=len(pick))
+            mt.label_bank.set(self.pacer.bank)
         mt.query_rate.set(self.policy.rate)
         mt.query_threshold.set(self.policy.threshold)
         if not len(pick):
@@ -161,21 +177,44 @@ class ActiveLearning:
         )
 
     def _hold_budget(self, now: float, n_unlabelled: int) -> None:
-        """With ``budget_per_second``, the share queried is at most that over the rate of
-        unlabelled events (smoothed)."""
+        """The budget: ``budget``, or with ``budget_per_second`` at most that over the rate
+        of unlabelled events (smoothed); the pacer then moves the share queried now around
+        it (more after a drift, paid back later)."""
         c = self.cfg
-        if c.budget_per_second <= 0:
-            return
-        if self._last_ask is not None and now > self._last_ask:
-            rate = n_unlabelled / (now - self._last_ask)
-            a = 0.2 if self._unlabelled_rate else 1.0
-            self._unlabelled_rate += a * (rate - self._unlabelled_rate)
-        self._last_ask = now
         share = c.budget
-        if self._unlabelled_rate > 0:
-            share = min(c.budget, c.budget_per_second / self._unlabelled_rate)
-        self.policy.set_budget(share)
+        if c.budget_per_second > 0:
+            if self._last_ask is not None and now > self._last_ask:
+                rate = n_unlabelled / (now - self._last_ask)
+                a = 0.2 if self._unlabelled_rate else 1.0
+                self._unlabelled_rate += a * (rate - self._unlabelled_rate)
+            self._last_ask = now
+            if self._unlabelled_rate > 0:
+                share = min(c.budget, c.budget_per_second / self._unlabelled_rate)
         self.metrics.query_budget.set(share)
+        if self.pacer is None:
+            self.metrics.query_share_target.set(share)
+            self.policy.set_budget(share)
+            return
+        base = share
+        self.pacer.budget = base
+        share = self.pacer.share()
+        # What the pacer adds is drawn at random: after a drift the model's scores point at
+        # the old concept's hard cases, and random labels are what relearns the new one
+        # (measured: uncertainty-picked labels after a drift recovered half as fast). The
+        # random share of the base budget stays, so drift detection is fed as before.
+        random_share = c.explore * base + max(share - base, 0.0)
+        self.metrics.query_share_target.set(share)
+        self.policy.set_budget(share, explore=min(random_share / share, 1.0) if share else None)
+
+    def observe_answers(self, loss: np.ndarray, explored: np.ndarray) -> None:
+        """The loss of the answered labels' event-time predictions paces the budget: of
+        the explored (random) answers only when there are such, since the scored ones are
+        hard cases by design (an uncertain event's log loss is near log 2 whatever the
+        model's state)."""
+        if self.pacer is None:
+            return
+        c = self.cfg
+        self.pacer.observe(loss[explored] if c.explore > 0 and c.policy != "random" else loss)
 
     def _expire(self, now: float) -> None:
         gone = self.pending.expire(now)
@@ -221,6 +260,7 @@ class ActiveLearning:
             "pending": self.pending.state_dict(),
             "policy": self.policy.state_dict(),
             "lambda": self.watch.state_dict() if self.watch is not None else {},
+            "pacer": self.pacer.state_dict() if self.pacer is not None else {},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -228,4 +268,6 @@ class ActiveLearning:
         self.policy.load_state_dict(state["policy"])
         if self.watch is not None and state.get("lambda"):
             self.watch.load_state_dict(state["lambda"])
+        if self.pacer is not None and state.get("pacer"):
+            self.pacer.load_state_dict(state["pacer"])
         self.metrics.pending_queries.set(len(self.pending))

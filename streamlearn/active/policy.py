@@ -130,10 +130,19 @@ class QueryPolicy:
         )
         self.rate = scored  # smoothed share of events queried for their scores
 
-    def set_budget(self, budget: float) -> None:
-        """A new target share (a per-second budget turned into a share of the event rate)."""
+    def set_budget(self, budget: float, explore: float | None = None) -> None:
+        """A new target share (a per-second budget turned into a share of the event rate,
+        or the pacer's share), and the part of it drawn at random when given."""
         self.budget = min(max(budget, 0.0), 1.0)
-        self.controller.setpoint = self.budget * (1.0 - self.explore)
+        if explore is not None:
+            self.explore = min(max(explore, 0.0), 1.0)
+        scored = self.budget * (1.0 - self.explore)
+        self.controller.setpoint = scored
+        # Feed-forward: scores are quantiles, so a threshold of 1 - share asks for about
+        # that share at once; the controller only corrects what ties and a moving score
+        # distribution make of it (a paced budget moves in steps, integrating each one
+        # through the smoothed rate would lag it by the whole horizon).
+        self.controller.bias = -(1.0 - scored)
 
     def state_dict(self) -> dict[str, object]:
         c = self.controller

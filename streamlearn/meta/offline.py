@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from streamlearn.io.synthetic import LabelledEvent
+from streamlearn.meta.distributed import DistributedMAML, World, join
 from streamlearn.meta.initfile import MetaInit
 from streamlearn.meta.maml import InnerRule, MetaParams, TaskBatch, meta_loss
 from streamlearn.meta.outer import OuterLoop
@@ -110,18 +111,37 @@ def _train(
     desc: str,
     progress: bool,
     learn_rates: bool = True,
+    world: World | None = None,
 ) -> MetaParams:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    loop = OuterLoop(
-        settings.method,
-        spec,
-        rule,
-        start,
-        outer_lr=settings.outer_lr,
-        device=device,
-        first_order=settings.first_order,
-        learn_rates=learn_rates,
-    )
+    loop: OuterLoop | DistributedMAML
+    if world is not None:
+        if settings.method != "maml":
+            raise ValueError(f"--method must be 'maml' under torchrun, got {settings.method!r}")
+        device = join(world)
+        loop = DistributedMAML(
+            world,
+            spec,
+            rule,
+            start,
+            outer_lr=settings.outer_lr,
+            device=device,
+            first_order=settings.first_order,
+            learn_rates=learn_rates,
+        )
+        desc = f"{desc} [rank {world.rank}/{world.size}]"
+        progress = progress and world.is_main
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        loop = OuterLoop(
+            settings.method,
+            spec,
+            rule,
+            start,
+            outer_lr=settings.outer_lr,
+            device=device,
+            first_order=settings.first_order,
+            learn_rates=learn_rates,
+        )
     bar = tqdm(range(steps), desc=f"{desc} ({settings.method}, {device})", disable=not progress)
     for i in bar:
         loss = loop.step(
@@ -141,9 +161,12 @@ def meta_train(
     settings: OfflineSettings,
     *,
     progress: bool = True,
+    world: World | None = None,
 ) -> MetaResult:
     """Meta-train from ``theta0`` (then, with ``pool_size`` K > 1, one start per cluster of
-    tasks, each warm-started from the shared result); held-out meta-losses in the summary."""
+    tasks, each warm-started from the shared result); held-out meta-losses in the summary.
+    Under torchrun (``world``), every rank runs this on the same data and seed
+    (:mod:`streamlearn.meta.distributed`)."""
     rng = np.random.default_rng(settings.seed)
     rule = InnerRule(
         steps=settings.inner_steps,
@@ -160,7 +183,9 @@ def meta_train(
     tasks = train.snapshot(settings.support + settings.query)
     if len(tasks) == 0:
         raise ValueError(f"no training task holds {settings.support + settings.query} examples")
-    result = _train(spec, rule, start, tasks, settings.steps, settings, rng, "meta-train", progress)
+    result = _train(
+        spec, rule, start, tasks, settings.steps, settings, rng, "meta-train", progress, True, world
+    )
     summary = {"held_out_before": before, "held_out_after": held_loss(result)}
     pool: list[MetaParams] = []
     if settings.pool_size > 1:
@@ -173,7 +198,17 @@ def meta_train(
             # The rates stay the shared ones: online, every start steps at those rates, and a
             # cluster's tasks alone would push its rates as far as its easiest tasks allow.
             member = _train(
-                spec, rule, result, sub, settings.pool_steps, settings, rng, desc, progress, False
+                spec,
+                rule,
+                result,
+                sub,
+                settings.pool_steps,
+                settings,
+                rng,
+                desc,
+                progress,
+                False,
+                world,
             )
             pool.append(member)
         summary["held_out_after_pool"] = float(pool_meta_loss(spec, rule, [result, *pool], held))
