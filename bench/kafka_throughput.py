@@ -1,7 +1,7 @@
 """End-to-end throughput through the real broker, beside the in-process figure, in one run.
 
 Phases, each in a fresh process with one torch thread, on the same stream (the default
-drifting family, 100 keys, every event labelled), median over ``--repeats``:
+drifting family, ``--keys`` keys (1,000), every event labelled), median over ``--repeats``:
 
 - ``in-process``: the daemon on the embedded bus (decode, learn, drift, regret, metrics);
 - ``produce``: ``streamlearn simulate``'s producer writing the stream into a topic;
@@ -55,14 +55,14 @@ def _config(prefix: str, ck_dir: str, emit: bool) -> Any:
     )
 
 
-KEYS = 1000  # set by --keys
+SETTINGS = {"keys": 1000}  # --keys
 
 
 def _stream(n: int) -> list[Any]:
     from streamlearn.config import SyntheticSourceConfig
     from streamlearn.io.synthetic import build_family
 
-    return list(build_family(SyntheticSourceConfig(max_events=n, n_keys=KEYS)))
+    return list(build_family(SyntheticSourceConfig(max_events=n, n_keys=SETTINGS["keys"])))
 
 
 def phase_in_process(n: int, prefix: str) -> dict[str, float]:
@@ -74,7 +74,7 @@ def phase_in_process(n: int, prefix: str) -> dict[str, float]:
     from streamlearn.io.memory import MemorySource
 
     items = _stream(n)
-    over = {"source": {"batch_size": 2000, "synthetic": {"n_keys": KEYS}}}
+    over = {"source": {"batch_size": 2000, "synthetic": {"n_keys": SETTINGS["keys"]}}}
     cfg = load_config(overrides=over, env={})
     daemon = Daemon(cfg, CollectorRegistry(), source=MemorySource(iter(items)), sink=NullSink())
     t0 = time.perf_counter()
@@ -239,8 +239,7 @@ def main() -> int:
     ap.add_argument("--keys", type=int, default=1000)
     ap.add_argument("--worker", nargs=3, metavar=("PHASE", "N", "PREFIX"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    global KEYS
-    KEYS = args.keys
+    SETTINGS["keys"] = args.keys
     if args.worker:
         import torch
 
@@ -276,9 +275,8 @@ def main() -> int:
             results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"repeat {rep + 1}: {name}: {results[name][-1]}", file=sys.stderr)
     base = statistics.median(r["per_second"] for r in results["in-process"])
-    print(
-        f"\n{args.events:,} events ({args.keys:,} keys, all labelled), median of {args.repeats} runs\n"
-    )
+    what = f"{args.events:,} events ({args.keys:,} keys, all labelled)"
+    print(f"\n{what}, median of {args.repeats} runs\n")
     print("| phase | events/s (median) | min - max | x in-process | lag at stop |")
     print("|---|---|---|---|---|")
     for name, runs in results.items():
@@ -291,14 +289,14 @@ def main() -> int:
         )
     paced = results["daemon at 10k/s (paced)"]
 
-    def med(f: str) -> float:
+    def pmed(f: str) -> float:
         return statistics.median(r[f] for r in paced)
 
     print(
         f"\nAt 10,000 events/s through the broker (predictions on, 500 records per poll, "
-        f"checkpoint + commit every second): poll processing p50 {med('p50_poll_ms'):.1f} ms, "
-        f"p99 {med('p99_poll_ms'):.1f} ms; poll-to-commit p50 {med('p50_commit_ms'):.0f} ms, "
-        f"p99 {med('p99_commit_ms'):.0f} ms (medians over runs)."
+        f"checkpoint + commit every second): poll processing p50 {pmed('p50_poll_ms'):.1f} ms, "
+        f"p99 {pmed('p99_poll_ms'):.1f} ms; poll-to-commit p50 {pmed('p50_commit_ms'):.0f} ms, "
+        f"p99 {pmed('p99_commit_ms'):.0f} ms (medians over runs)."
     )
     return 0
 

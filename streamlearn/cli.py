@@ -212,7 +212,17 @@ def _cmd_meta_train(cfg: Config, args: argparse.Namespace) -> int:
             leave()
     if world is not None and not world.is_main:
         return 0
-    save_meta_init(args.out, spec, to_meta_init(result, scaler, 1))
+    version = args.version or int(time.time())  # 0: by the clock, newer at every run
+    save_meta_init(args.out, spec, to_meta_init(result, scaler, version))
+    if args.publish:
+        from streamlearn.meta.topic import MetaInitTopic
+
+        topic = MetaInitTopic(cfg.kafka)
+        try:
+            topic.publish(args.out)
+        finally:
+            topic.close()
+        log.info("published version %d to %s", version, cfg.kafka.topics.meta_init)
     summary = result.summary
     pool = ""
     if "held_out_after_pool" in summary:

@@ -93,6 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="K > 1: also train K starts for recurring concepts, one per cluster of tasks",
     )
     mt.add_argument("--pool-steps", type=int, default=500, help="outer steps per pool member")
+    mt.add_argument(
+        "--version",
+        type=int,
+        default=1,
+        help="version number of the meta-init (0: the Unix time, so each run is newer)",
+    )
+    mt.add_argument(
+        "--publish",
+        action="store_true",
+        help="also publish it to kafka.topics.meta_init: replicas with kafka.handoff install it",
+    )
     mt.add_argument("--no-progress", action="store_true")
 
     sim = sub.add_parser(

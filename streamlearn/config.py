@@ -257,6 +257,11 @@ class Config(_Strict):
                     f"source.synthetic.family {syn.family!r}, which yields task={expected[0]!r}, "
                     f"n_features={expected[1]}"
                 )
+        if self.kafka.handoff and self.learner.max_keys == 0:
+            raise ValueError(
+                "kafka.handoff needs learner.max_keys > 0: keys taken over from another "
+                "replica land in the spill store"
+            )
         a = self.active
         if (
             a.enabled

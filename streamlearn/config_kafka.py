@@ -19,6 +19,10 @@ class TopicsConfig(_Strict):
     dead_letter: str = "streamlearn.dead-letter"
     queries: str = "streamlearn.queries"
     labels: str = "streamlearn.labels"
+    # Compacted; key state handed between replicas (kafka.handoff, streamlearn.handoff).
+    state: str = "streamlearn.key-state"
+    # Compacted; meta-init versions every replica installs (kafka.handoff, meta.topic).
+    meta_init: str = "streamlearn.meta-init"
 
 
 class ProducerConfig(_Strict):
@@ -99,6 +103,10 @@ class KafkaConfig(_Strict):
     replication_factor: Annotated[int, Field(ge=1, le=100)] = 1
     create_topics: bool = True
     emit_predictions: bool = True
+    # Several replicas in one group: key state moves with its partition through the
+    # compacted topics.state (streamlearn.handoff); needs learner.max_keys > 0.
+    handoff: bool = False
+    meta_init_check_s: Annotated[float, Field(gt=0)] = 5.0  # with handoff: newer meta-init?
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     fetch_max_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
     max_partition_fetch_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024

@@ -33,7 +33,7 @@ from streamlearn.metrics_log import MetricsLog
 from streamlearn.outcomes import Outcomes, prediction_loss
 from streamlearn.residency import KeyStateHolder
 from streamlearn.step_result import StepResult
-from streamlearn.wiring import attach_residency, build_io, build_spec
+from streamlearn.wiring import attach_handoff, attach_residency, build_io, build_spec
 
 log = logging.getLogger("streamlearn")
 
@@ -97,6 +97,7 @@ class Daemon:
                 self.learner.on_rows_freed.append(self.active.watch.forget_rows)
         holders: list[KeyStateHolder] = [self.outcomes.drift, *([self.tasks] if self.tasks else [])]
         self.residency = attach_residency(cfg, self.learner, holders)
+        self.handoff = attach_handoff(cfg, self.learner, self.source, self.metrics)
         self._labels_topic = cfg.kafka.topics.labels
         self._stop = threading.Event()
         self.events_seen = 0
@@ -161,7 +162,7 @@ class Daemon:
         """Flush outputs, save state with the positions it covers, then commit those
         positions. Offsets are never committed ahead of a saved checkpoint."""
         if self.store is None:
-            return self.source.commit(self.source.positions())
+            return self._publish_and_commit()
         mt = self.metrics
         started = time.perf_counter()
         positions = self.source.positions()
@@ -170,6 +171,8 @@ class Daemon:
             if self.residency is not None:
                 self.residency.before_checkpoint()
             path = self.store.save(self._state(), positions)
+            if self.handoff is not None:  # the committed offsets never outrun it
+                self.handoff.publish(positions)
         except (CheckpointError, OSError, RuntimeError, sqlite3.Error) as exc:
             # KafkaTimeoutError from a producer flush is a RuntimeError subclass too.
             self._checkpoint_error = f"checkpoint failed: {exc}"
@@ -189,6 +192,18 @@ class Daemon:
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         return committed
+
+    def _publish_and_commit(self) -> bool:
+        """The checkpoint without a store: outputs flushed, changed key state published
+        (with hand-off), then the current positions committed."""
+        try:
+            self.sink.flush()
+            if self.handoff is not None:
+                self.handoff.publish(self.source.positions())
+        except RuntimeError as exc:
+            log.error("publishing key state failed: %s; offsets stay uncommitted", exc)
+            return False
+        return self.source.commit(self.source.positions())
 
     def _maybe_checkpoint(self) -> None:
         ck = self.cfg.checkpoint
@@ -221,6 +236,10 @@ class Daemon:
         """Poll once and process what came; returns the number of raw records consumed."""
         limit = max_records or self.cfg.source.batch_size
         records = self.source.poll(limit, self.cfg.service.poll_timeout_s)
+        if self.handoff is not None and (covered := self.handoff.apply()):
+            # A rebalance inside that poll, before its records: skip what the taken-over
+            # state already covers.
+            records = self.source.skip_to(covered, records)  # type: ignore[attr-defined]
         self._service_tick()
         if not records:
             self._maybe_checkpoint()  # a quiet stream still gets its tail committed on time
@@ -251,6 +270,10 @@ class Daemon:
             mt.consumer_lag.set(lag)
         if self.metrics_log is not None:
             self.metrics_log.maybe_write()
+        h = self.handoff
+        if h is not None and (init := h.newer_meta_init(self.learner.model_version, self.spec)):
+            self.install_meta_init(init, use_rates=self.cfg.meta.use_learned_rates)
+            log.info("installed published meta-init version %d", init.version)
 
     def _meta_tick(self) -> None:
         if self.meta_trainer is not None and self.tasks is not None:
@@ -283,6 +306,8 @@ class Daemon:
         joined = self.active.join(answers)
         if joined is not None:
             res = self.learner.process(joined.batch, update_scaler=False)
+            if self.handoff is not None:
+                self.handoff.dirty.update(joined.batch.keys)
             b, p = joined.batch, joined.p
             # With an exploration share, only its (random, unbiased) labels feed drift
             # detection: the scored ones are the model's hard cases by design.
@@ -319,8 +344,10 @@ class Daemon:
             if queries:
                 self.sink.queries(queries)
         labelled = batch.labelled
-        if labelled.any():
-            keys_l = [k for k, is_l in zip(batch.keys, labelled.tolist(), strict=True) if is_l]
+        keys_l = [k for k, is_l in zip(batch.keys, labelled.tolist(), strict=True) if is_l]
+        if self.handoff is not None:
+            self.handoff.note(batch.keys, [o.partition for o in batch.origins], keys_l)
+        if keys_l:
             y = batch.y[labelled].astype(np.float64)
             self.outcomes.record(
                 keys_l, res.x_std[labelled], y, res.p[labelled], res.loss[labelled]

@@ -28,6 +28,7 @@ def state_of(d: Daemon) -> dict[str, object]:
         "resets": d.outcomes.resetter.state_dict(),
         "drift": d.outcomes.drift.state_dict(),
         "totals": {"events": d.events_seen, **o.totals()},
+        "handoff": d.handoff.state_dict() if d.handoff is not None else {},
     }
 
 
@@ -54,6 +55,8 @@ def restore(d: Daemon, store: CheckpointStore) -> None:
         o.resetter.load_state_dict(state["resets"])
     if state.get("drift"):
         o.drift.load_state_dict(state["drift"])
+    if d.handoff is not None and state.get("handoff"):
+        d.handoff.load_state_dict(state["handoff"])
     totals = state["totals"]
     d.events_seen = int(totals["events"])
     o.restore_totals(totals)

@@ -37,6 +37,7 @@ from streamlearn.optim.stepsize import StepSizer
 from streamlearn.residency import Residency, RowView
 from streamlearn.scaling import RunningStandardizer
 from streamlearn.shared import SharedWeights
+from streamlearn.spill import SpilledKey
 from streamlearn.step_result import StepResult, event_outputs
 
 
@@ -394,8 +395,30 @@ class OnlineLearner:
         assert self.residency is not None
         base = self._theta0 if self.shared is not None else None
         freed = self.residency.evict(self.keys, needed, self._row_view(), base)
-        if freed is None:
-            return
+        if freed is not None:
+            self._forget_rows(freed)
+
+    # -- hand-off: key state out to / in from another replica (streamlearn.handoff) ---------
+
+    def key_rows(self, keys: Sequence[str]) -> list[SpilledKey]:
+        """The state of ``keys`` (resident or spilled) as spill rows; unknown keys skipped."""
+        assert self.residency is not None
+        base = self._theta0 if self.shared is not None else None
+        return self.residency.rows_of(self.keys, keys, self._row_view(), base)
+
+    def drop_keys(self, keys: Sequence[str]) -> None:
+        """Forget ``keys`` here (memory and spill store): another replica owns them now."""
+        assert self.residency is not None
+        freed = self.residency.drop(self.keys, keys)
+        if len(freed):
+            self._forget_rows(freed)
+
+    def receive_keys(self, rows: Sequence[SpilledKey]) -> None:
+        """State handed over by another replica; each key comes back on its next event."""
+        assert self.residency is not None
+        self.residency.receive(rows)
+
+    def _forget_rows(self, freed: np.ndarray) -> None:
         if self._direction is not None:
             self._direction[freed] = 0.0
         if self.sizer.watch is not None:

@@ -248,6 +248,14 @@ class Metrics:
             "outcome",
             ("ok", "failed"),
         )
+        self.handoff_keys = _counter_by(
+            r,
+            "streamlearn_handoff_keys",
+            "Key states handed between replicas at rebalances (kafka.handoff): published to "
+            "the state topic, received from it, dropped with a partition lost.",
+            "direction",
+            ("published", "received", "dropped"),
+        )
         self.meta_runs = _counter_by(
             r,
             "streamlearn_meta_training_runs",

@@ -148,18 +148,61 @@ class Residency:
         if not len(pos):
             return None
         names = keys.names()
-        rows = live[pos]
-        params = tables.params[rows] - (base if base is not None else 0.0)
-        info = {"epoch": self.epoch, "pool": self.pool_generation, "offset": base is not None}
-        spilled = [
-            SpilledKey(names[i], params[j], tables.accum[r], {**info, "start": int(start)})
-            for j, (i, r, start) in enumerate(
-                zip(pos.tolist(), rows.tolist(), tables.start_of[rows].tolist(), strict=True)
-            )
-        ]
+        spilled = self._rows([names[i] for i in pos.tolist()], live[pos], tables, base)
         if not self.spill(spilled):
             return None
         return keys.remove([s.key for s in spilled])
+
+    def _rows(
+        self, names: Sequence[str], rows: np.ndarray, tables: RowView, base: np.ndarray | None
+    ) -> list[SpilledKey]:
+        """Spill rows of resident keys ``names`` at table ``rows`` (holders' states apart)."""
+        params = tables.params[rows] - (base if base is not None else 0.0)
+        info = {"epoch": self.epoch, "pool": self.pool_generation, "offset": base is not None}
+        return [
+            SpilledKey(name, params[j], tables.accum[r].copy(), {**info, "start": int(start)})
+            for j, (name, r, start) in enumerate(
+                zip(names, rows.tolist(), tables.start_of[rows].tolist(), strict=True)
+            )
+        ]
+
+    # -- hand-off to and from other replicas (streamlearn.handoff) -------------------------
+
+    def rows_of(
+        self, keys: KeyTable, names: Sequence[str], tables: RowView, base: np.ndarray | None
+    ) -> list[SpilledKey]:
+        """The state of ``names``, resident or spilled, holders' states included."""
+        slots = [keys.get(n) for n in names]
+        here = [n for n, s in zip(names, slots, strict=True) if s is not None]
+        rows = np.array([s for s in slots if s is not None], dtype=np.int64)
+        out = self._rows(here, rows, tables, base)
+        states = {h.name: h.export_keys(here) for h in self.holders}
+        for r in out:
+            r.info["holders"] = {n: st[r.key] for n, st in states.items() if r.key in st}
+        away = [n for n, s in zip(names, slots, strict=True) if s is None]
+        if away and self.store is not None and self._spilled_any:
+            found = self.store.get(away)
+            out += [found[n] for n in away if n in found]
+        return out
+
+    def drop(self, keys: KeyTable, names: Sequence[str]) -> np.ndarray:
+        """Forget ``names`` in memory (rows freed, returned) and in the spill store."""
+        here = [n for n in names if keys.get(n) is not None]
+        for h in self.holders:
+            h.drop_keys(here)
+        if self.store is not None and self._spilled_any and names:
+            self.store.delete(names)
+        return keys.remove(here) if here else np.zeros(0, dtype=np.int64)
+
+    def receive(self, rows: Sequence[SpilledKey]) -> None:
+        """Another replica's key state, into the spill store as if spilled here now (resets
+        and pools of that replica's past are not this one's: taken as current)."""
+        if not rows or self.store is None:
+            return
+        for r in rows:
+            r.info.update(epoch=self.epoch, pool=self.pool_generation)
+        self.store.put(self.generation, rows)
+        self._spilled_any = True
 
     def bring_back(
         self,

@@ -109,6 +109,17 @@ class SpillStore:
                 )
         return out
 
+    def delete(self, keys: Sequence[str]) -> int:
+        """Delete every row of ``keys``; how many rows."""
+        n = 0
+        with self._db:
+            for lo in range(0, len(keys), _CHUNK):
+                chunk = list(keys[lo : lo + _CHUNK])
+                marks = ",".join("?" * len(chunk))
+                cur = self._db.execute(f"DELETE FROM spill WHERE key IN ({marks})", chunk)
+                n += int(cur.rowcount)
+        return n
+
     def discard_after(self, generation: int) -> int:
         """Delete rows newer than checkpoint ``generation`` (a restart from it); how many."""
         with self._db:

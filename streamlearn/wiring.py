@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 
 from streamlearn.config import Config
+from streamlearn.handoff import KeyHandoff, StateTopic
 from streamlearn.io.base import Sink, Source
 from streamlearn.io.files import replay
 from streamlearn.io.memory import MemorySink, MemorySource
 from streamlearn.io.synthetic import build_family
 from streamlearn.learner import OnlineLearner
+from streamlearn.meta.topic import MetaInitTopic
+from streamlearn.metrics import Metrics
 from streamlearn.model import ModelSpec
 from streamlearn.residency import KeyStateHolder, Residency
 
@@ -42,9 +45,9 @@ def build_io(cfg: Config) -> tuple[Source, Sink]:
         k = cfg.kafka
         if k.create_topics:
             t = k.topics
-            created = ensure_topics(
-                k, [t.events, t.predictions, t.dead_letter, t.queries, t.labels]
-            )
+            names = [t.events, t.predictions, t.dead_letter, t.queries, t.labels]
+            compacted = [t.state, t.meta_init] if k.handoff else []
+            created = ensure_topics(k, names + compacted, compacted=compacted)
             if created:
                 log.info("created topics %s with %d partitions", created, k.partitions)
         topics = [k.topics.events] + ([k.topics.labels] if cfg.active.enabled else [])
@@ -64,3 +67,19 @@ def build_source(cfg: Config) -> Source:
         topic=f"synthetic:{src.synthetic.family}",
         rate=src.synthetic.rate,
     )
+
+
+def attach_handoff(
+    cfg: Config, learner: OnlineLearner, source: Source, metrics: Metrics
+) -> KeyHandoff | None:
+    """With ``kafka.handoff`` and a Kafka source: key state follows its partition."""
+    from streamlearn.io.kafka import KafkaSource
+
+    if not (cfg.kafka.handoff and isinstance(source, KafkaSource)):
+        return None
+    handoff = KeyHandoff(learner, StateTopic(cfg.kafka), metrics, cfg.kafka.topics.events)
+    handoff.meta_topic = MetaInitTopic(cfg.kafka)
+    handoff.meta_check_s = cfg.kafka.meta_init_check_s
+    source.seek_on_assign = False
+    source.on_assigned.append(handoff.assigned)
+    return handoff

@@ -196,6 +196,21 @@ def _every_key(ck_dir: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def run_alone(cfg_path: Path, n_events: int, ck_dir: Path) -> dict[str, np.ndarray]:
+    """One daemon over a topic to ``n_events``, uninterrupted; every key's final weights."""
+    res = subprocess.run(
+        [*_cli("run", cfg_path), "--max-events", str(n_events)],
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    return _every_key(ck_dir)
+
+
 def _cli(command: str, cfg_path: Path) -> list[str]:
     return [sys.executable, "-m", "streamlearn", command, "--config", str(cfg_path)]
 
@@ -322,17 +337,8 @@ def test_kill_9_mid_stream_loses_nothing_and_never_commits_ahead(
     kafka["group_id"] = f"{prefix}-uncrashed"
     checkpoint["dir"] = str(tmp_path / "uncrashed")
     calm = write_config(tmp_path / "uncrashed.yaml", tree)
-    res = subprocess.run(
-        [*_cli("run", calm), "--max-events", str(n_events)],
-        check=False,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert res.returncode == 0, res.stderr
-    crashed_w, calm_w = _every_key(ck_dir), _every_key(tmp_path / "uncrashed")
+    calm_w = run_alone(calm, n_events, tmp_path / "uncrashed")
+    crashed_w = _every_key(ck_dir)
     assert len(calm_w) == n_keys
     # At most 150 keys stay in memory (or a poll's own keys, when it holds more).
     assert len(final.state["learner"]["keys"]) < n_keys == len(crashed_w)

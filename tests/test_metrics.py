@@ -49,7 +49,18 @@ EXPECTED_TYPES = {
     "streamlearn_last_checkpoint_timestamp_seconds": "gauge",
 }
 # "start": 0..K for a meta-init pool of K <= MAX_POOL members
-ALLOWED_LABELS = {"reason", "scope", "cause", "outcome", "le", "version", "task", "start", "bound"}
+ALLOWED_LABELS = {
+    "reason",
+    "scope",
+    "cause",
+    "outcome",
+    "le",
+    "version",
+    "task",
+    "start",
+    "bound",
+    "direction",
+}
 
 
 def _cfg(**synthetic: object) -> Config:

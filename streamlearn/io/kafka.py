@@ -21,7 +21,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kafka import (
@@ -80,9 +80,16 @@ def client_settings(cfg: KafkaConfig) -> dict[str, Any]:
     return out
 
 
-def ensure_topics(cfg: KafkaConfig, names: Iterable[str], timeout_s: float = 30.0) -> list[str]:
-    """Create the topics that do not exist yet (``kafka.partitions`` each); returns those
-    created. Retries while the broker is still starting, up to ``timeout_s``."""
+def ensure_topics(
+    cfg: KafkaConfig,
+    names: Iterable[str],
+    timeout_s: float = 30.0,
+    compacted: Iterable[str] = (),
+) -> list[str]:
+    """Create the topics that do not exist yet (``kafka.partitions`` each; those in
+    ``compacted`` with ``cleanup.policy=compact``); returns those created. Retries while the
+    broker is still starting, up to ``timeout_s``."""
+    compact = set(compacted)
     wanted = sorted(set(names))
     deadline = time.monotonic() + timeout_s
     while True:
@@ -99,7 +106,15 @@ def ensure_topics(cfg: KafkaConfig, names: Iterable[str], timeout_s: float = 30.
         existing = set(admin.list_topics())
         missing = [t for t in wanted if t not in existing]
         if missing:
-            new = [NewTopic(t, cfg.partitions, cfg.replication_factor) for t in missing]
+            new = [
+                NewTopic(
+                    t,
+                    cfg.partitions,
+                    cfg.replication_factor,
+                    topic_configs={"cleanup.policy": "compact"} if t in compact else {},
+                )
+                for t in missing
+            ]
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new, raise_errors=True)
         return missing
@@ -148,16 +163,35 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, source: KafkaSource) -> None:
         self.source = source
 
+    # kafka-python runs these on its IO thread, where nothing may block on the broker (no
+    # commit, no other client's fetch): they only seek and record; the hand-off's broker
+    # work runs in the daemon's loop (streamlearn.handoff).
+
     def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        src = self.source
+        src._held = dict(src._positions)
         for tp in revoked:
-            self.source._positions.pop(position_key(tp.topic, tp.partition), None)
+            src._positions.pop(position_key(tp.topic, tp.partition), None)
 
     def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        src = self.source
         for tp in assigned:
-            start = self.source._restore.get(position_key(tp.topic, tp.partition))
+            key = position_key(tp.topic, tp.partition)
+            if src.seek_on_assign:
+                start = src._restore.get(key)
+            else:
+                # Kept through the rebalance: go on from what this replica has processed
+                # (the group's committed offset is older: its records are learned here).
+                start = src._held.get(key)
+                if start is not None:
+                    src._positions[key] = start
             if start is not None:
-                self.source._consumer.seek(tp, start)
+                src._consumer.seek(tp, start)
+        src._held = {}
         log.info("assigned partitions %s", sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+        events = {tp.partition for tp in assigned if tp.topic == src.cfg.topics.events}
+        for hook in src.on_assigned:
+            hook(events)
 
 
 def wait_for_partitions(
@@ -208,6 +242,12 @@ class KafkaSource:
         )
         self._positions: dict[str, int] = {}
         self._restore: dict[str, int] = {}
+        # Rebalance hook (streamlearn.handoff), given the events partitions assigned. With
+        # hand-off a partition gained resumes from the committed offset, not from a local
+        # checkpoint's: it agrees with the published key state, whoever published it.
+        self.on_assigned: list[Callable[[set[int]], None]] = []
+        self.seek_on_assign = True
+        self._held: dict[str, int] = {}
         # With active learning the labels topic too: one consumer, so that a poll holds both
         # and one checkpoint covers both. The default range assignor gives a consumer the
         # same partition numbers of topics with equal partition counts, and labellers key
@@ -235,6 +275,26 @@ class KafkaSource:
         """Resume from these positions (a checkpoint's) when their partitions are assigned."""
         self._restore = dict(positions)
         self._positions.update(positions)
+
+    def skip_to(self, covered: Mapping[int, int], records: list[RawRecord]) -> list[RawRecord]:
+        """Events partitions' positions moved up to ``covered`` (partition -> next offset),
+        when behind: the records of ``records`` below it dropped, the fetch position moved."""
+        events = self.cfg.topics.events
+        out = [
+            r
+            for r in records
+            if r.origin.topic != events or r.origin.offset >= covered.get(r.origin.partition, -1)
+        ]
+        for p, offset in covered.items():
+            key = position_key(events, p)
+            if self._positions.get(key, -1) < offset:
+                tp = TopicPartition(events, p)
+                if self._consumer.position(tp) < offset:
+                    self._consumer.seek(tp, offset)
+                self._positions[key] = offset
+        if len(out) < len(records):
+            log.info("skipped %d records the taken-over key state covers", len(records) - len(out))
+        return out
 
     def positions(self) -> dict[str, int]:
         """Next offset per partition of everything returned by :meth:`poll` so far."""
