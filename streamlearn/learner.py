@@ -7,9 +7,9 @@ lanes take one AdaGrad step on ``L(f(x; w), y) + (lambda/2)||w - theta0||^2``. S
 key, events are handled one at a time in arrival order, exactly as if they had arrived alone
 (each prediction sees every earlier label of its key); across keys nothing is shared within
 a poll. The per-poll quantities are the feature standardiser, updated with the poll's events
-before the first round, and, with ``learner.shared`` on, the shared model's step every
-``learner.shared.step_labels`` labels, between rounds (a round is cut into pieces where a
-step falls inside it; :mod:`streamlearn.shared`: theta0 and every key move by it).
+before the first round, and, with ``learner.shared`` on, the shared model's step at the
+first round end after every ``learner.shared.step_labels`` labels (:mod:`streamlearn.shared`:
+theta0 and every key move by it).
 
 State lives in numpy tables (one row per key; :mod:`streamlearn.lanes` says why numpy);
 the public accessors hand out torch tensors, the currency of the model and meta-learning.
@@ -290,9 +290,10 @@ class OnlineLearner:
         step_sq = 0.0
         rollbacks = 0
         lo = 0
-        pieces = (
-            shared.pieces(sizes, n_labelled) if shared is not None else np.cumsum(sizes).tolist()
-        )
+        # Round ends; the shared model steps at the first one after step_labels labels (cutting
+        # rounds to step exactly every step_labels labels made 8x more lanes calls with every
+        # event labelled: ~0.45x the throughput, 1,000 keys).
+        pieces = np.cumsum(sizes).tolist()
         with np.errstate(all="ignore"):  # overflow is caught by the guard below, per lane
             for hi in pieces:
                 if shared is not None and shared.ready:

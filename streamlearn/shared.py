@@ -4,10 +4,11 @@ weights plus the key's own offset.
 Why: an entity with few labels (a new key, a key after a drift, or any key when labels are
 bought sparingly) cannot fit a model alone, but entities of one population share most of
 their concept. With ``learner.shared.enabled`` the learner's ``theta0`` is no longer fixed:
-every ``learner.shared.step_labels`` labels it takes one AdaGrad step (its own accumulator,
-rate ``learner.shared.learning_rate``) on the mean data gradient of those labels (pieces of
-a poll, or several polls when labels are sparse: one step per poll made the shared model's
-speed depend on the poll size, and starved it at small label budgets),
+at the first round end after every ``learner.shared.step_labels`` labels it takes one
+AdaGrad step (its own accumulator, rate ``learner.shared.learning_rate``) on the mean data
+gradient of the labels since the last step (within a poll, or over several polls when
+labels are sparse: one step per poll made the shared model's speed depend on the poll size,
+and starved it at small label budgets),
 the accumulator first decayed by ``learner.shared.forgetting`` (RMSprop's running average
 instead of AdaGrad's sum: the shared weights must keep moving after a drift that the few
 labels of a tight budget never let a detector see; with 1.0 it is plain AdaGrad),
@@ -21,8 +22,6 @@ slate, and the keys with them.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -69,33 +68,8 @@ class SharedWeights:
 
     @property
     def ready(self) -> bool:
-        """``step_labels`` gradients are in: time for a step."""
+        """At least ``step_labels`` gradients are in: time for a step."""
         return self._count >= self.step_labels
-
-    def pieces(self, sizes: Sequence[int], n_labelled: np.ndarray) -> list[int]:
-        """Ends of the pieces the rounds (``sizes``, in sorted event order) are cut into so
-        that a step falls between pieces every ``step_labels`` labels (``n_labelled[j]``:
-        labels among the first ``j`` events). Steps are due where :attr:`ready` says.
-
-        >>> s = SharedWeights(np.zeros(1, dtype=np.float32), rate=1.0,
-        ...                   initial_accumulator=0.0, step_labels=2)
-        >>> s.pieces([3, 2], np.array([0, 1, 2, 3, 4, 5]))  # all labelled
-        [2, 3, 4, 5]
-        """
-        out: list[int] = []
-        count, lo = self._count, 0
-        for size in sizes:
-            end = lo + size
-            while lo < end:
-                if count >= self.step_labels:
-                    count = 0
-                counts = n_labelled[lo : end + 1] - n_labelled[lo]
-                room = self.step_labels - count
-                hi = end if counts[-1] <= room else lo + int(np.searchsorted(counts, room))
-                count += int(counts[hi - lo])
-                out.append(hi)
-                lo = hi
-        return out
 
     def step(self, theta0: np.ndarray) -> np.ndarray | None:
         """The step of the shared weights on the mean gradient since the last step (None

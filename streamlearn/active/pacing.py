@@ -5,10 +5,11 @@ already knows the concept, as right after a drift, where every label counts. The
 moves the share around the budget with the loss of the answered labels: the ratio of a
 fast to a slow moving average of that loss (both in labels) raises the share after a drift
 and lowers it once the model has caught up. A bank of labels keeps the long-run share at the
-budget: every event earns ``budget`` labels, every query spends one, and the share is scaled
-by ``exp(bank / scale)`` (``scale`` = the labels the budget earns over ``bank_events``), so an
-overspent bank pays itself back in the settled stretch that follows, and savings, capped at
-``scale``, wait for the next drift.
+budget: every event earns ``budget`` labels, every query spends one, and while the bank is
+overdrawn the share is scaled by ``exp(bank / scale)`` (``scale`` = the labels the budget
+earns over ``bank_events``), so an overspent bank pays itself back in the settled stretch
+that follows; savings, capped at ``scale``, wait for the next drift (a burst spends them
+before the debt bites).
 """
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ class BudgetPacer:
     def share(self) -> float:
         """The share to query now, within ``[budget / max_boost, min(1, budget * max_boost)]``."""
         b = self.budget
-        s = b * self.boost() * math.exp(min(self.bank, self.scale) / self.scale)
+        # Debt lowers the share; savings never raise it (spent at once they would make a
+        # settled stretch query above budget): they only let a burst run before debt bites.
+        s = b * self.boost() * math.exp(min(self.bank, 0.0) / self.scale)
         return min(max(s, b / self.max_boost), 1.0, b * self.max_boost)
 
     def spend(self, *, events: int, queried: int) -> None:
