@@ -458,8 +458,8 @@ def test_active_config_errors_name_the_setting():
 
 
 def test_pacing_spends_more_after_a_drift_and_holds_the_budget():
-    """With pacing, the share queried rises after a drift (the random, explored answers'
-    loss jumps) and the whole run spends no more than the budget."""
+    """With pacing, the share queried rises well above the budget after a drift (the random,
+    explored answers' loss jumps) and the whole run spends no more than the budget."""
     cfg = load_config(
         overrides={
             "source": {
@@ -486,7 +486,7 @@ def test_pacing_spends_more_after_a_drift_and_holds_the_budget():
         f"queries: {before} in the 2,000 events before the drift, {after} after; "
         f"{len(asked)} of 16,000 in all"
     )
-    assert after > 1.3 * before
+    assert after > 1.5 * 0.1 * 2000  # 1.5x the budget in the 2,000 events after the drift
     assert len(asked) <= 0.1 * 16_000 * 1.02
     pacer = _active(d).pacer
     assert pacer is not None

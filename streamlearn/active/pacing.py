@@ -5,11 +5,10 @@ already knows the concept, as right after a drift, where every label counts. The
 moves the share around the budget with the loss of the answered labels: the ratio of a
 fast to a slow moving average of that loss (both in labels) raises the share after a drift
 and lowers it once the model has caught up. A bank of labels keeps the long-run share at the
-budget: every event earns ``budget`` labels, every query spends one, and while the bank is
-overdrawn the share is scaled by ``exp(bank / scale)`` (``scale`` = the labels the budget
-earns over ``bank_events``), so an overspent bank pays itself back in the settled stretch
-that follows; savings, capped at ``scale``, wait for the next drift (a burst spends them
-before the debt bites).
+budget: every event earns ``budget`` labels, every query spends one, and the share is scaled
+by ``exp(bank / scale)`` (``scale`` = the labels the budget earns over ``bank_events``; the
+bank capped at ``scale``), so an overspent bank pays itself back in the settled stretch that
+follows, and labels saved while the loss was below its usual level are spent soon after.
 """
 
 from __future__ import annotations
@@ -85,9 +84,10 @@ class BudgetPacer:
     def share(self) -> float:
         """The share to query now, within ``[budget / max_boost, min(1, budget * max_boost)]``."""
         b = self.budget
-        # Debt lowers the share; savings never raise it (spent at once they would make a
-        # settled stretch query above budget): they only let a burst run before debt bites.
-        s = b * self.boost() * math.exp(min(self.bank, 0.0) / self.scale)
+        # Debt lowers the share and savings raise it (up to e x at the cap): without the
+        # latter, a bank filled in a settled stretch was never spent and the run ended at
+        # 4.2% of a 5% budget (family100 uncertainty 0.799 against 0.819 with it).
+        s = b * self.boost() * math.exp(min(self.bank, self.scale) / self.scale)
         return min(max(s, b / self.max_boost), 1.0, b * self.max_boost)
 
     def spend(self, *, events: int, queried: int) -> None:
