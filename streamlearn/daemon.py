@@ -305,7 +305,7 @@ class Daemon:
             self.metrics.answers.labels("malformed").inc(len(dead))
         joined = self.active.join(answers)
         if joined is not None:
-            res = self.learner.process(joined.batch, update_scaler=False)
+            res = self.learner.process(joined.batch, update_scaler=False, cut_rounds=True)
             if self.handoff is not None:
                 self.handoff.dirty.update(joined.batch.keys)
             b, p = joined.batch, joined.p

@@ -23,6 +23,8 @@ slate, and the keys with them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -70,6 +72,32 @@ class SharedWeights:
     def ready(self) -> bool:
         """At least ``step_labels`` gradients are in: time for a step."""
         return self._count >= self.step_labels
+
+    def pieces(self, sizes: Sequence[int], n_labelled: np.ndarray) -> list[int]:
+        """Ends of the pieces the rounds (``sizes``, in sorted event order) are cut into so
+        that a step falls between pieces every ``step_labels`` labels (``n_labelled[j]``:
+        labels among the first ``j`` events). Steps are due where :attr:`ready` says. For
+        batches of label answers (one round, mostly: distinct keys), which are small.
+
+        >>> s = SharedWeights(np.zeros(1, dtype=np.float32), rate=1.0,
+        ...                   initial_accumulator=0.0, step_labels=2)
+        >>> s.pieces([3, 2], np.array([0, 1, 2, 3, 4, 5]))  # all labelled
+        [2, 3, 4, 5]
+        """
+        out: list[int] = []
+        count, lo = self._count, 0
+        for size in sizes:
+            end = lo + size
+            while lo < end:
+                if count >= self.step_labels:
+                    count = 0
+                counts = n_labelled[lo : end + 1] - n_labelled[lo]
+                room = self.step_labels - count
+                hi = end if counts[-1] <= room else lo + int(np.searchsorted(counts, room))
+                count += int(counts[hi - lo])
+                out.append(hi)
+                lo = hi
+        return out
 
     def step(self, theta0: np.ndarray) -> np.ndarray | None:
         """The step of the shared weights on the mean gradient since the last step (None
