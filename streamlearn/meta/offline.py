@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -118,30 +119,20 @@ def _train(
         if settings.method != "maml":
             raise ValueError(f"--method must be 'maml' under torchrun, got {settings.method!r}")
         device = join(world)
-        loop = DistributedMAML(
-            world,
-            spec,
-            rule,
-            start,
-            outer_lr=settings.outer_lr,
-            device=device,
-            first_order=settings.first_order,
-            learn_rates=learn_rates,
-        )
         desc = f"{desc} [rank {world.rank}/{world.size}]"
         progress = progress and world.is_main
     else:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        loop = OuterLoop(
-            settings.method,
-            spec,
-            rule,
-            start,
-            outer_lr=settings.outer_lr,
-            device=device,
-            first_order=settings.first_order,
-            learn_rates=learn_rates,
-        )
+    outer: dict[str, Any] = {
+        "outer_lr": settings.outer_lr,
+        "device": device,
+        "first_order": settings.first_order,
+        "learn_rates": learn_rates,
+    }
+    if world is not None:
+        loop = DistributedMAML(world, spec, rule, start, **outer)
+    else:
+        loop = OuterLoop(settings.method, spec, rule, start, **outer)
     bar = tqdm(range(steps), desc=f"{desc} ({settings.method}, {device})", disable=not progress)
     for i in bar:
         loss = loop.step(
