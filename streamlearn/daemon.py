@@ -236,10 +236,8 @@ class Daemon:
         """Poll once and process what came; returns the number of raw records consumed."""
         limit = max_records or self.cfg.source.batch_size
         records = self.source.poll(limit, self.cfg.service.poll_timeout_s)
-        if self.handoff is not None and (covered := self.handoff.apply()):
-            # A rebalance inside that poll, before its records: skip what the taken-over
-            # state already covers.
-            records = self.source.skip_to(covered, records)  # type: ignore[attr-defined]
+        if self.handoff is not None:  # a rebalance inside that poll: before its records
+            records = self.handoff.after_poll(records)
         self._service_tick()
         if not records:
             self._maybe_checkpoint()  # a quiet stream still gets its tail committed on time

@@ -40,10 +40,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from streamlearn.messages import RawRecord
 from streamlearn.spill import SpilledKey
 
 if TYPE_CHECKING:
     from streamlearn.config_kafka import KafkaConfig
+    from streamlearn.io.kafka import KafkaSource
     from streamlearn.learner import OnlineLearner
     from streamlearn.meta.initfile import MetaInit
     from streamlearn.meta.topic import MetaInitTopic
@@ -166,6 +168,7 @@ class KeyHandoff:
         self.topic = topic
         self.metrics = metrics
         self.events_topic = events_topic
+        self.source: KafkaSource | None = None  # set by wiring.attach_handoff
         self.partition_of: dict[str, int] = {}
         self.dirty: set[str] = set()
         self.owned: set[int] | None = None  # None until the first assignment
@@ -199,7 +202,11 @@ class KeyHandoff:
         offset); raises RuntimeError on failure (the caller then does not commit)."""
         if not self.dirty:
             return 0
-        keys = sorted(self.dirty)
+        # Only keys of partitions this replica still owns: kafka-python may rebalance on its
+        # IO thread while the loop works, and a record published after the new owner read
+        # the state topic would later stand as the key's newest (seen: a stale state won).
+        owned = self._pending if self._pending is not None else self.owned
+        keys = sorted(k for k in self.dirty if owned is None or self.partition_of[k] in owned)
         rows = self.learner.key_rows(keys)
         for r in rows:
             r.info["covers"] = positions.get(f"{self.events_topic}:{self.partition_of[r.key]}")
@@ -213,6 +220,12 @@ class KeyHandoff:
     def assigned(self, partitions: set[int]) -> None:
         """The consumer's rebalance hook (on its IO thread: nothing blocks here)."""
         self._pending = set(partitions)
+
+    def after_poll(self, records: list[RawRecord]) -> list[RawRecord]:
+        """The loop's call right after a poll: a rebalance seen in it is applied before its
+        records, and records the taken-over key state already covers are dropped."""
+        covered = self.apply()
+        return self.source.skip_to(covered, records) if covered and self.source else records
 
     def apply(self) -> dict[int, int]:
         """After a rebalance (called by the loop right after the poll that saw it, before

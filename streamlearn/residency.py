@@ -166,6 +166,14 @@ class Residency:
             )
         ]
 
+    def _with_holders(self, rows: list[SpilledKey]) -> list[SpilledKey]:
+        """``rows`` with every holder's state of their keys in ``info["holders"]``."""
+        keys = [r.key for r in rows]
+        states = {h.name: h.export_keys(keys) for h in self.holders}
+        for r in rows:
+            r.info["holders"] = {n: st[r.key] for n, st in states.items() if r.key in st}
+        return rows
+
     # -- hand-off to and from other replicas (streamlearn.handoff) -------------------------
 
     def rows_of(
@@ -175,10 +183,7 @@ class Residency:
         slots = [keys.get(n) for n in names]
         here = [n for n, s in zip(names, slots, strict=True) if s is not None]
         rows = np.array([s for s in slots if s is not None], dtype=np.int64)
-        out = self._rows(here, rows, tables, base)
-        states = {h.name: h.export_keys(here) for h in self.holders}
-        for r in out:
-            r.info["holders"] = {n: st[r.key] for n, st in states.items() if r.key in st}
+        out = self._with_holders(self._rows(here, rows, tables, base))
         away = [n for n, s in zip(names, slots, strict=True) if s is None]
         if away and self.store is not None and self._spilled_any:
             found = self.store.get(away)
@@ -245,10 +250,7 @@ class Residency:
         resident, when the store cannot be written."""
         if self.store is None or not rows:
             return self.store is not None
-        keys = [r.key for r in rows]
-        states = {h.name: h.export_keys(keys) for h in self.holders}
-        for r in rows:
-            r.info["holders"] = {n: s[r.key] for n, s in states.items() if r.key in s}
+        keys = [r.key for r in self._with_holders(rows)]
         try:
             self.store.put(self.generation, rows)
         except (sqlite3.Error, OSError) as exc:

@@ -80,6 +80,7 @@ def attach_handoff(
     handoff = KeyHandoff(learner, StateTopic(cfg.kafka), metrics, cfg.kafka.topics.events)
     handoff.meta_topic = MetaInitTopic(cfg.kafka)
     handoff.meta_check_s = cfg.kafka.meta_init_check_s
+    handoff.source = source
     source.seek_on_assign = False
     source.on_assigned.append(handoff.assigned)
     return handoff
