@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 import threading
 import time
 from collections import Counter as Tally
@@ -17,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from streamlearn import daemon_state
 from streamlearn.active.loop import ActiveLearning
-from streamlearn.checkpoint import CheckpointError, CheckpointStore
+from streamlearn.checkpoint import CheckpointStore
 from streamlearn.config import Config
 from streamlearn.io.base import Sink, Source
 from streamlearn.io.memory import MemorySink
@@ -160,50 +159,8 @@ class Daemon:
 
     def checkpoint(self) -> bool:
         """Flush outputs, save state with the positions it covers, then commit those
-        positions. Offsets are never committed ahead of a saved checkpoint."""
-        if self.store is None:
-            return self._publish_and_commit()
-        mt = self.metrics
-        started = time.perf_counter()
-        positions = self.source.positions()
-        try:
-            self.sink.flush()
-            if self.residency is not None:
-                self.residency.before_checkpoint()
-            path = self.store.save(self._state(), positions)
-            if self.handoff is not None:  # the committed offsets never outrun it
-                self.handoff.publish(positions)
-        except (CheckpointError, OSError, RuntimeError, sqlite3.Error) as exc:
-            # KafkaTimeoutError from a producer flush is a RuntimeError subclass too.
-            self._checkpoint_error = f"checkpoint failed: {exc}"
-            mt.checkpoints.labels("failed").inc()
-            log.error("%s; offsets stay uncommitted, retrying at the next cadence", exc)
-            return False
-        self._checkpoint_error = None
-        if self.residency is not None:
-            retained = self.store.retained()
-            self.residency.checkpoint_saved(retained[-1], retained[0])
-        mt.checkpoints.labels("saved").inc()
-        mt.checkpoint_seconds.observe(time.perf_counter() - started)
-        mt.last_checkpoint.set(time.time())
-        committed = self.source.commit(positions)
-        mt.commits.labels("ok" if committed else "failed").inc()
-        log.debug("checkpoint %s covers %s; committed=%s", path.name, positions, committed)
-        self._since_checkpoint = 0
-        self._last_checkpoint = time.monotonic()
-        return committed
-
-    def _publish_and_commit(self) -> bool:
-        """The checkpoint without a store: outputs flushed, changed key state published
-        (with hand-off), then the current positions committed."""
-        try:
-            self.sink.flush()
-            if self.handoff is not None:
-                self.handoff.publish(self.source.positions())
-        except RuntimeError as exc:
-            log.error("publishing key state failed: %s; offsets stay uncommitted", exc)
-            return False
-        return self.source.commit(self.source.positions())
+        positions (:func:`streamlearn.daemon_state.checkpoint`); False when not committed."""
+        return daemon_state.checkpoint(self)
 
     def _maybe_checkpoint(self) -> None:
         ck = self.cfg.checkpoint

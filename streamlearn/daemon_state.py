@@ -1,11 +1,14 @@
-"""What the daemon saves in a checkpoint and how it resumes from one."""
+"""What the daemon saves in a checkpoint, the checkpoint step (save, publish, commit) and
+how it resumes from one."""
 
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from typing import TYPE_CHECKING
 
-from streamlearn.checkpoint import CheckpointStore
+from streamlearn.checkpoint import CheckpointError, CheckpointStore
 from streamlearn.meta.maml import MetaParams
 
 if TYPE_CHECKING:
@@ -72,3 +75,52 @@ def restore(d: Daemon, store: CheckpointStore) -> None:
         d.labels_seen,
         ck.offsets,
     )
+
+
+def checkpoint(d: Daemon) -> bool:
+    """Flush outputs, save state with the positions it covers, then commit those
+    positions. Offsets are never committed ahead of a saved checkpoint."""
+    if d.store is None:
+        return publish_and_commit(d)
+    mt = d.metrics
+    started = time.perf_counter()
+    positions = d.source.positions()
+    try:
+        d.sink.flush()
+        if d.residency is not None:
+            d.residency.before_checkpoint()
+        path = d.store.save(state_of(d), positions)
+        if d.handoff is not None:  # the committed offsets never outrun it
+            d.handoff.publish(positions)
+    except (CheckpointError, OSError, RuntimeError, sqlite3.Error) as exc:
+        # KafkaTimeoutError from a producer flush is a RuntimeError subclass too.
+        d._checkpoint_error = f"checkpoint failed: {exc}"
+        mt.checkpoints.labels("failed").inc()
+        log.error("%s; offsets stay uncommitted, retrying at the next cadence", exc)
+        return False
+    d._checkpoint_error = None
+    if d.residency is not None:
+        retained = d.store.retained()
+        d.residency.checkpoint_saved(retained[-1], retained[0])
+    mt.checkpoints.labels("saved").inc()
+    mt.checkpoint_seconds.observe(time.perf_counter() - started)
+    mt.last_checkpoint.set(time.time())
+    committed = d.source.commit(positions)
+    mt.commits.labels("ok" if committed else "failed").inc()
+    log.debug("checkpoint %s covers %s; committed=%s", path.name, positions, committed)
+    d._since_checkpoint = 0
+    d._last_checkpoint = time.monotonic()
+    return committed
+
+
+def publish_and_commit(d: Daemon) -> bool:
+    """The checkpoint without a store: outputs flushed, changed key state published
+    (with hand-off), then the current positions committed."""
+    try:
+        d.sink.flush()
+        if d.handoff is not None:
+            d.handoff.publish(d.source.positions())
+    except RuntimeError as exc:
+        log.error("publishing key state failed: %s; offsets stay uncommitted", exc)
+        return False
+    return d.source.commit(d.source.positions())

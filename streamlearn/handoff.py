@@ -199,19 +199,31 @@ class KeyHandoff:
     def publish(self, positions: Mapping[str, int]) -> int:
         """Publish the changed keys' state, each with the position of its events partition
         that state covers (``positions``: the source's, ``topic:partition`` -> next
-        offset); raises RuntimeError on failure (the caller then does not commit)."""
+        offset); raises RuntimeError on failure (the caller then does not commit).
+
+        Only keys of partitions this replica holds right now: the ones ``positions`` has
+        (a revoke removes its partitions from the source's positions at once, while the
+        group's join can go on over several polls: seen under load, a checkpoint between
+        them published state with no position it covers, which the new owner then learned
+        on from the older committed offset, counting those events twice), and none of
+        partitions a pending assignment leaves out. The others stay dirty: published when
+        their partition is kept, dropped by :meth:`apply` when it is lost."""
         if not self.dirty:
             return 0
-        # Only keys of partitions this replica still owns: kafka-python may rebalance on its
-        # IO thread while the loop works, and a record published after the new owner read
-        # the state topic would later stand as the key's newest (seen: a stale state won).
         owned = self._pending if self._pending is not None else self.owned
-        keys = sorted(k for k in self.dirty if owned is None or self.partition_of[k] in owned)
-        rows = self.learner.key_rows(keys)
+        covers: dict[str, int] = {}
+        for k in self.dirty:
+            p = self.partition_of[k]
+            at = positions.get(f"{self.events_topic}:{p}")
+            if at is not None and (owned is None or p in owned):
+                covers[k] = at
+        if not covers:
+            return 0
+        rows = self.learner.key_rows(sorted(covers))
         for r in rows:
-            r.info["covers"] = positions.get(f"{self.events_topic}:{self.partition_of[r.key]}")
+            r.info["covers"] = covers[r.key]
         n = self.topic.publish((self.partition_of[r.key], r) for r in rows)
-        self.dirty.clear()
+        self.dirty.difference_update(covers)
         self.published += n
         if self.metrics is not None:
             self.metrics.handoff_keys.labels("published").inc(n)
