@@ -4,7 +4,9 @@ The same records (the wire contract's events from the default drifting family: i
 ts, 8 features, label) are parsed by the standard library's ``json``, ``orjson`` and
 ``msgspec`` (untyped, and into a typed ``Struct`` that also checks the field types), and
 run through the daemon's whole decoder (``EventDecoder.decode``: parse, validate, build the
-batch's arrays), in polls of 2,000 records. Records per second, median over ``--repeats``,
+batch's arrays) with its msgspec fast path (:mod:`streamlearn.fast_decode`) and without it
+(orjson, then the checks in Python: the full path, which every record the fast path does
+not take goes down), in polls of 2,000 records. Records per second, median over ``--repeats``,
 as a ratio to ``json`` measured in the same run.
 
     .venv/bin/python -m bench.decoders --events 200000 --repeats 5
@@ -56,12 +58,18 @@ def _parsers() -> dict[str, Callable[[list[bytes]], object]]:
     typed = msgspec.json.Decoder(Event)
     out["msgspec"] = lambda recs: [untyped.decode(r) for r in recs]
     out["msgspec, typed Struct"] = lambda recs: [typed.decode(r) for r in recs]
-    dec = EventDecoder(n_features=8)
+    fast = EventDecoder(n_features=8)
+    full = EventDecoder(n_features=8)
+    object.__setattr__(full, "_fast", None)  # every record down the checked Python path
 
-    def whole(recs: list[bytes]) -> object:
-        return dec.decode([RawRecord(r, Origin("events", 0, i)) for i, r in enumerate(recs)])
+    def whole(dec: EventDecoder) -> Callable[[list[bytes]], object]:
+        def run(recs: list[bytes]) -> object:
+            return dec.decode([RawRecord(r, Origin("events", 0, i)) for i, r in enumerate(recs)])
 
-    out["EventDecoder.decode (orjson + checks + arrays)"] = whole
+        return run
+
+    out["EventDecoder.decode, orjson + checks in Python"] = whole(full)
+    out["EventDecoder.decode, msgspec fast path"] = whole(fast)
     return out
 
 

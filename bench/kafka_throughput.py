@@ -65,6 +65,25 @@ def _stream(n: int) -> list[Any]:
     return list(build_family(SyntheticSourceConfig(max_events=n, n_keys=SETTINGS["keys"])))
 
 
+# deep-river learns about 1,300 events/s: its phase takes the stream's first events only.
+PEER_EVENTS = {"river-lr (StandardScaler + LogisticRegression)": 10**9, "deep-river MLP": 20_000}
+PEER_PYTHON = ROOT / ".venv-bench" / "bin" / "python"  # bench/setup.sh: river 0.25, deep-river
+
+
+def phase_peer(n: int, prefix: str, name: str) -> dict[str, float]:
+    """A peer on the same stream in process (one model for every key, as in
+    ``bench/learners.py``: predict, then learn, per event); run by ``.venv-bench``."""
+    from bench import learners
+
+    items = _stream(min(n, PEER_EVENTS[name]))
+    stream = [(e.event["key"], e.event["x"], int(e.y_true)) for e in items]
+    if name.startswith("river"):
+        learners._run_river(stream, learners._river_lr, per_key=False)
+    else:
+        learners._run_river(stream, learners._deep_river_mlp, per_key=False, bool_labels=False)
+    return {"per_second": len(stream) / learners._TIMER.seconds}
+
+
 def phase_in_process(n: int, prefix: str) -> dict[str, float]:
     from prometheus_client import CollectorRegistry
 
@@ -253,6 +272,10 @@ PACED_SLOW = "daemon at 10k/s, checkpoint every 1 s"
 PACED_FAST = "daemon at 10k/s, checkpoint every poll"
 PHASES: dict[str, Callable[[int, str], dict[str, float]]] = {
     "in-process": phase_in_process,
+    **{
+        name: (lambda n, p, name=name: phase_peer(n, p, name))  # type: ignore[misc]
+        for name in PEER_EVENTS
+    },
     "produce": phase_produce,
     "consume raw": lambda n, p: phase_consume(n, p, decode=False),
     "consume+decode": lambda n, p: phase_consume(n, p, decode=True),
@@ -289,9 +312,13 @@ def main() -> int:
     for rep in range(args.repeats):
         prefix = f"bench{uuid.uuid4().hex[:8]}"  # a fresh topic per repeat
         for name in chosen:
+            python = PEER_PYTHON if name in PEER_EVENTS else Path(sys.executable)
+            if not python.exists():
+                print(f"{name}: skipped, {python} is missing (bench/setup.sh)", file=sys.stderr)
+                continue
             out = subprocess.run(
                 [
-                    sys.executable,
+                    str(python),
                     "-m",
                     "bench.kafka_throughput",
                     "--keys",
@@ -314,16 +341,27 @@ def main() -> int:
     base = statistics.median(r["per_second"] for r in results["in-process"])
     what = f"{args.events:,} events ({args.keys:,} keys, all labelled)"
     print(f"\n{what}, median of {args.repeats} runs\n")
-    print("| phase | events/s (median) | min - max | x in-process | lag at stop |")
-    print("|---|---|---|---|---|")
+    river = results.get(next(iter(PEER_EVENTS)), [])
+    river_base = statistics.median(r["per_second"] for r in river) if river else None
+    print("| phase | events/s (median) | min - max | x in-process | x river LR | lag at stop |")
+    print("|---|---|---|---|---|---|")
     for name, runs in results.items():
+        if not runs:
+            continue
         speeds = [r["per_second"] for r in runs]
         med = statistics.median(speeds)
         lag = "-" if "lag" not in runs[0] else f"{max(r['lag'] for r in runs):,.0f}"
+        vs_river = "-" if river_base is None else f"{med / river_base:.2f}"
         print(
             f"| {name} | {med:,.0f} | {min(speeds):,.0f} - {max(speeds):,.0f} | "
-            f"{med / base:.2f} | {lag} |"
+            f"{med / base:.2f} | {vs_river} | {lag} |"
         )
+    print(
+        f"\nPeers: one model for every key, in process, on the same stream "
+        f"(deep-river on its first {PEER_EVENTS['deep-river MLP']:,} events)."
+    )
+    if not any(results.get(name) for name in (PACED_SLOW, PACED_FAST)):
+        return 0
     print(
         "\nAt 10,000 events/s through the broker (another process producing; predictions on, "
         "500 records per poll), medians over runs:\n"

@@ -212,6 +212,9 @@ class KeyHandoff:
             return 0
         owned = self._pending if self._pending is not None else self.owned
         covers: dict[str, int] = {}
+        # A label answer can change a key whose partition went away after the query (its
+        # pending query stayed here): not this replica's to publish.
+        self.dirty.intersection_update(self.partition_of)
         for k in self.dirty:
             p = self.partition_of[k]
             at = positions.get(f"{self.events_topic}:{p}")

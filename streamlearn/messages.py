@@ -18,6 +18,8 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
+from streamlearn.fast_decode import FastEventPath
+
 Task = Literal["binary", "multiclass", "regression"]
 
 MAX_RECORD_BYTES = 1_000_000
@@ -178,6 +180,7 @@ class EventDecoder:
     feature_names: Sequence[str] | None = None
     max_record_bytes: int = MAX_RECORD_BYTES
     _index: dict[str, int] | None = field(init=False, repr=False, compare=False, default=None)
+    _fast: FastEventPath | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         if self.n_features < 1:
@@ -191,6 +194,9 @@ class EventDecoder:
             "_index",
             {n: i for i, n in enumerate(self.feature_names)} if self.feature_names else None,
         )
+        if not self.feature_names:  # named features (x as an object) take the full path
+            fast = FastEventPath(self.n_features, self.task, self.n_classes, MAX_ID_CHARS)
+            object.__setattr__(self, "_fast", fast)
 
     def decode(self, records: Iterable[RawRecord]) -> tuple[EventBatch, list[DeadLetter]]:
         ids: list[str] = []
@@ -201,13 +207,20 @@ class EventDecoder:
         origins: list[Origin] = []
         dead: list[DeadLetter] = []
         raw_of: list[bytes | Mapping[str, Any]] = []
+        fast, limit = self._fast, self.max_record_bytes
         for rec in records:
-            try:
-                obj = self._parse(rec.value)
-                eid, key, t, x, y = self._validate(obj)
-            except _Rejected as rej:
-                dead.append(DeadLetter(rej.reason, rej.detail, _as_bytes(rec.value), rec.origin))
-                continue
+            value = rec.value
+            got = None
+            if fast is not None and type(value) is bytes and len(value) <= limit:
+                got = fast.decode(value)
+            if got is not None:
+                eid, key, t, x, y = got
+            else:
+                try:
+                    eid, key, t, x, y = self._validate(self._parse(value))
+                except _Rejected as rej:
+                    dead.append(DeadLetter(rej.reason, rej.detail, _as_bytes(value), rec.origin))
+                    continue
             ids.append(eid)
             keys.append(key)
             ts.append(t)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -120,6 +121,43 @@ def test_fuzzed_events_and_answers_are_each_valid_or_dead_lettered():
     check()
     assert seen["events"] >= 1500
     assert seen["events"] + seen["answers"] >= 10_000
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_the_fast_path_accepts_and_rejects_exactly_what_the_full_path_does(task):
+    fast = EventDecoder(N_FEATURES, task, n_classes=3)
+    full = EventDecoder(N_FEATURES, task, n_classes=3)
+    object.__setattr__(full, "_fast", None)  # every record down the full path
+    assert fast._fast is not None
+    valid = st.fixed_dictionaries(
+        {
+            "id": st.text(min_size=1, max_size=300),
+            "key": st.sampled_from(["a", "b"]),
+            "x": st.lists(st.floats(-1e3, 1e3) | st.integers(-5, 5), min_size=8, max_size=8),
+        },
+        optional={
+            "ts": st.floats(allow_nan=True, allow_infinity=True) | st.integers(-9, 9),
+            "y": st.sampled_from([0, 1, 2, 3, 0.5, -1, 1.0, True, None]),
+            "extra": json_values,
+        },
+    )
+
+    @FUZZ
+    @given(st.lists(st.one_of(valid.map(_encode), records), min_size=1, max_size=8))
+    def check(events: list[Any]) -> None:
+        a, dead_a = fast.decode(_wrap(events))
+        b, dead_b = full.decode(_wrap(events))
+        assert a.ids == b.ids
+        assert a.keys == b.keys
+        assert a.origins == b.origins
+        np.testing.assert_array_equal(a.x, b.x)
+        np.testing.assert_array_equal(a.y, b.y)
+        np.testing.assert_array_equal(a.ts, b.ts)
+        assert [(d.reason, d.detail, d.origin) for d in dead_a] == [
+            (d.reason, d.detail, d.origin) for d in dead_b
+        ]
+
+    check()
 
 
 def test_fuzzed_stream_through_the_daemon_never_crashes_and_counts_add_up():

@@ -91,3 +91,18 @@ def test_a_new_owner_takes_over_and_resumes_where_the_published_state_ends(tmp_p
     for k, params in w.items():
         np.testing.assert_array_equal(got[k], params)
     assert new_h.received == 2
+
+
+def test_an_answer_for_a_key_whose_partition_went_away_is_not_published(tmp_path):
+    topic = _Topic()
+    learner, handoff = _replica(tmp_path, topic)
+    handoff.assigned({0, 1})
+    handoff.apply()
+    _learn(learner, handoff, ["k0"], 0)
+    _learn(learner, handoff, ["k1"], 1)
+    handoff.assigned({0})
+    handoff.apply()  # k1 dropped with partition 1
+    handoff.dirty.add("k1")  # a label answer to k1's query, asked before the rebalance
+    assert handoff.publish({f"{EVENTS}:0": 3}) == 1
+    assert sorted(topic.rows) == ["k0"]
+    assert handoff.dirty == set()
