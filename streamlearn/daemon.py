@@ -96,7 +96,8 @@ class Daemon:
                 self.learner.on_rows_freed.append(self.active.watch.forget_rows)
         holders: list[KeyStateHolder] = [self.outcomes.drift, *([self.tasks] if self.tasks else [])]
         self.residency = attach_residency(cfg, self.learner, holders)
-        self.handoff = attach_handoff(cfg, self.learner, self.source, self.metrics)
+        pending = self.active.pending if self.active is not None else None
+        self.handoff = attach_handoff(cfg, self.learner, self.source, self.metrics, pending)
         self._labels_topic = cfg.kafka.topics.labels
         self._stop = threading.Event()
         self.events_seen = 0
@@ -298,6 +299,8 @@ class Daemon:
             queries = self.active.ask(batch, res.p, res.x_std)
             if queries:
                 self.sink.queries(queries)
+                if self.handoff is not None:  # its open queries are part of its state
+                    self.handoff.dirty.update(q.key for q in queries)
         labelled = batch.labelled
         keys_l = [k for k, is_l in zip(batch.keys, labelled.tolist(), strict=True) if is_l]
         if self.handoff is not None:

@@ -44,6 +44,7 @@ from streamlearn.messages import RawRecord
 from streamlearn.spill import SpilledKey
 
 if TYPE_CHECKING:
+    from streamlearn.active.pending import PendingQueries
     from streamlearn.config_kafka import KafkaConfig
     from streamlearn.io.kafka import KafkaSource
     from streamlearn.learner import OnlineLearner
@@ -169,6 +170,9 @@ class KeyHandoff:
         self.metrics = metrics
         self.events_topic = events_topic
         self.source: KafkaSource | None = None  # set by wiring.attach_handoff
+        # With active learning, a key's open queries travel with its state (its answers go
+        # to the labels partition of the same number, read by the key's new owner).
+        self.pending: PendingQueries | None = None
         self.partition_of: dict[str, int] = {}
         self.dirty: set[str] = set()
         self.owned: set[int] | None = None  # None until the first assignment
@@ -223,8 +227,10 @@ class KeyHandoff:
         if not covers:
             return 0
         rows = self.learner.key_rows(sorted(covers))
+        queries = self.pending.of_keys(covers) if self.pending is not None else {}
         for r in rows:
             r.info["covers"] = covers[r.key]
+            r.info["pending"] = queries.get(r.key, [])
         n = self.topic.publish((self.partition_of[r.key], r) for r in rows)
         self.dirty.difference_update(covers)
         self.published += n
@@ -261,6 +267,8 @@ class KeyHandoff:
         if lost:
             gone = [k for k, p in self.partition_of.items() if p in lost]
             self.learner.drop_keys(gone)
+            if self.pending is not None:
+                self.pending.drop_keys(gone)
             for k in gone:
                 del self.partition_of[k]
                 self.dirty.discard(k)
@@ -270,13 +278,17 @@ class KeyHandoff:
         covered: dict[int, int] = {}
         if gained:
             rows = self.topic.read(sorted(gained))
+            queries: list[dict[str, Any]] = []
             for p, row in rows.values():
                 if (c := row.info.pop("covers", None)) is not None:
                     covered[p] = max(covered.get(p, 0), int(c))
+                queries.extend(row.info.pop("pending", []))
             # Copies a restart brought back from the local checkpoint give way to the
             # published state, which the committed offsets agree with.
             self.learner.drop_keys(list(rows))
             self.learner.receive_keys([row for _, row in rows.values()])
+            if self.pending is not None and queries:
+                self.pending.receive(queries)
             for k, (p, _) in rows.items():
                 self.partition_of[k] = p
             self.received += len(rows)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from streamlearn.active.pending import PendingQueries
 from streamlearn.config import Config
 from streamlearn.handoff import KeyHandoff, StateTopic
 from streamlearn.io.base import Sink, Source
@@ -70,7 +71,11 @@ def build_source(cfg: Config) -> Source:
 
 
 def attach_handoff(
-    cfg: Config, learner: OnlineLearner, source: Source, metrics: Metrics
+    cfg: Config,
+    learner: OnlineLearner,
+    source: Source,
+    metrics: Metrics,
+    pending: PendingQueries | None = None,
 ) -> KeyHandoff | None:
     """With ``kafka.handoff`` and a Kafka source: key state follows its partition."""
     from streamlearn.io.kafka import KafkaSource
@@ -81,6 +86,7 @@ def attach_handoff(
     handoff.meta_topic = MetaInitTopic(cfg.kafka)
     handoff.meta_check_s = cfg.kafka.meta_init_check_s
     handoff.source = source
+    handoff.pending = pending
     source.seek_on_assign = False
     source.on_assigned.append(handoff.assigned)
     return handoff

@@ -84,6 +84,27 @@ def test_capacity_is_bounded_and_the_oldest_query_goes_first():
     assert q.answer("q2", now=1.0)[1] == "ok"
 
 
+def test_open_queries_by_key_stay_indexed_through_answers_expiry_and_capacity():
+    q = PendingQueries(capacity=3, remember=100)
+    for i, (key, expires) in enumerate([("a", 5.0), ("b", 50.0), ("a", 50.0), ("c", 50.0)]):
+        q.add(Pending(f"q{i}", f"e{i}", key, [1.0], 0.3, 2, asked_at=float(i), expires_at=expires))
+    # q0 went over capacity; the rest are open.
+    assert {k: [d["query_id"] for d in v] for k, v in q.of_keys("abc").items()} == {
+        "a": ["q2"],
+        "b": ["q1"],
+        "c": ["q3"],
+    }
+    assert q.answer("q1", now=1.0)[1] == "ok"
+    assert q.of_keys(["b"]) == {}
+    moved = q.of_keys(["a"])["a"]
+    assert q.drop_keys(["a"]) == 1
+    assert q.answer("e2", now=1.0) == (None, "unknown")  # dropped, not closed
+    back = PendingQueries(capacity=3)
+    assert back.receive(moved) == 1
+    assert back.receive(moved) == 0  # known already
+    assert back.answer("q2", now=1.0)[1] == "ok"
+
+
 def test_answers_decode_and_malformed_ones_become_dead_letters_with_reasons():
     import orjson
 

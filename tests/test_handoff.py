@@ -2,10 +2,12 @@
 checkpoint publishes around a rebalance, what a new owner takes over and where it resumes."""
 
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from streamlearn.active.pending import Pending, PendingQueries
 from streamlearn.config import LearnerConfig
 from streamlearn.handoff import KeyHandoff
 from streamlearn.learner import OnlineLearner
@@ -106,3 +108,30 @@ def test_an_answer_for_a_key_whose_partition_went_away_is_not_published(tmp_path
     assert handoff.publish({f"{EVENTS}:0": 3}) == 1
     assert sorted(topic.rows) == ["k0"]
     assert handoff.dirty == set()
+
+
+def test_open_queries_move_with_their_key(tmp_path):
+    topic = _Topic()
+    old, old_h = _replica(tmp_path / "a", topic)
+    old_h.pending = PendingQueries(capacity=100)
+    old_h.assigned({0, 1})
+    old_h.apply()
+    _learn(old, old_h, ["k0"], 0)
+    _learn(old, old_h, ["k1"], 1)
+    for qid, key in (("q1", "k0"), ("q2", "k1")):
+        old_h.pending.add(Pending(qid, f"e-{qid}", key, [0.0] * 3, 0.25, 0, 1.0, 100.0))
+    old_h.publish({f"{EVENTS}:0": 5, f"{EVENTS}:1": 5})
+    # Partition 0 moves to a new replica, with k0's open query; k1's stays.
+    _, new_h = _replica(tmp_path / "b", topic)
+    new_h.pending = PendingQueries(capacity=100)
+    new_h.assigned({0})
+    new_h.apply()
+    old_h.assigned({1})
+    old_h.apply()
+    item, outcome = new_h.pending.answer("e-q1", now=2.0)
+    assert outcome == "ok"
+    assert item is not None
+    assert (item.key, item.p, item.query_id) == ("k0", 0.25, "q1")
+    assert len(new_h.pending) == 0
+    assert old_h.pending.of_keys(["k0", "k1"]) == {"k1": [asdict(old_h.pending._open["q2"])]}
+    assert old_h.pending.answer("q1", now=2.0)[1] == "unknown"  # not this replica's now

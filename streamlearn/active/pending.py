@@ -9,6 +9,7 @@ ones; none of them changes anything.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -46,6 +47,7 @@ class PendingQueries:
         self._by_event: dict[str, str] = {}
         self._closed: OrderedDict[str, Outcome] = OrderedDict()  # id -> why it is closed
         self._remember = remember
+        self._by_key: dict[str, set[str]] = {}  # open query ids per key (for the hand-off)
 
     def __len__(self) -> int:
         return len(self._open)
@@ -53,9 +55,18 @@ class PendingQueries:
     def add(self, item: Pending) -> None:
         self._open[item.query_id] = item
         self._by_event[item.event_id] = item.query_id
+        self._by_key.setdefault(item.key, set()).add(item.query_id)
         while len(self._open) > self.capacity:
             _, old = self._open.popitem(last=False)
+            self._unindex(old)
             self._close(old, "late")
+
+    def _unindex(self, item: Pending) -> None:
+        ids = self._by_key.get(item.key)
+        if ids is not None:
+            ids.discard(item.query_id)
+            if not ids:
+                del self._by_key[item.key]
 
     def _close(self, item: Pending, why: Outcome) -> None:
         self._by_event.pop(item.event_id, None)
@@ -77,6 +88,7 @@ class PendingQueries:
             if oldest.expires_at > now:
                 break
             del self._open[oldest.query_id]
+            self._unindex(oldest)
             self._close(oldest, "late")
             gone.append(oldest)
         return gone
@@ -86,6 +98,7 @@ class PendingQueries:
         qid = ident if ident in self._open else self._by_event.get(ident)
         if qid is not None:
             item = self._open.pop(qid)
+            self._unindex(item)
             if item.expires_at <= now:
                 self._close(item, "late")
                 return None, "late"
@@ -93,6 +106,40 @@ class PendingQueries:
             return item, "ok"
         why = self._closed.get(ident)
         return None, why if why is not None else "unknown"
+
+    # -- the hand-off (streamlearn.handoff): a key's open queries go where the key goes ----
+
+    def of_keys(self, keys: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        """The open queries of ``keys`` as plain data, oldest first."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for k in keys:
+            ids = self._by_key.get(k)
+            if ids:
+                items = sorted((self._open[q] for q in ids), key=lambda p: p.asked_at)
+                out[k] = [asdict(p) for p in items]
+        return out
+
+    def drop_keys(self, keys: Iterable[str]) -> int:
+        """Forget the open queries of ``keys`` (another replica owns them now and gets their
+        answers); not closed: an answer here would be for a key this replica lost."""
+        n = 0
+        for k in keys:
+            for qid in self._by_key.pop(k, ()):
+                item = self._open.pop(qid)
+                self._by_event.pop(item.event_id, None)
+                n += 1
+        return n
+
+    def receive(self, items: Iterable[Mapping[str, Any]]) -> int:
+        """Open queries handed over with their keys (ones known here already are skipped)."""
+        n = 0
+        for d in items:
+            qid = str(d["query_id"])
+            if qid in self._open or qid in self._closed:
+                continue
+            self.add(Pending(**d))
+            n += 1
+        return n
 
     def state_dict(self) -> dict[str, object]:
         """Plain data (a checkpoint holds no pickled objects)."""
@@ -104,6 +151,7 @@ class PendingQueries:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._open.clear()
         self._by_event.clear()
+        self._by_key.clear()
         self._closed = OrderedDict((str(i), why) for i, why in state["closed"])
         for item in state["open"]:
             self.add(Pending(**item))
