@@ -70,7 +70,7 @@ class SharedConfig(_Strict):
 
 
 class LearnerConfig(_Strict):
-    learning_rate: PositiveFloat = 0.5
+    learning_rate: PositiveFloat = 1.0  # as config/default.yaml (benchmarked there)
     adagrad_eps: PositiveFloat = 1e-10
     initial_accumulator: Annotated[float, Field(ge=0)] = 0.1
     proximal_lambda: Annotated[float, Field(ge=0)] = 0.1
