@@ -295,16 +295,17 @@ class Daemon:
             ]
         )
         mt.predictions.inc(n)
+        queried: list[str] = []
         if self.active is not None:
             queries = self.active.ask(batch, res.p, res.x_std)
             if queries:
                 self.sink.queries(queries)
-                if self.handoff is not None:  # its open queries are part of its state
-                    self.handoff.dirty.update(q.key for q in queries)
+                queried = [q.key for q in queries]
         labelled = batch.labelled
         keys_l = [k for k, is_l in zip(batch.keys, labelled.tolist(), strict=True) if is_l]
-        if self.handoff is not None:
-            self.handoff.note(batch.keys, [o.partition for o in batch.origins], keys_l)
+        if self.handoff is not None:  # a key's open queries are part of its state too
+            partitions = [o.partition for o in batch.origins]
+            self.handoff.note(batch.keys, partitions, [*keys_l, *queried])
         if keys_l:
             y = batch.y[labelled].astype(np.float64)
             self.outcomes.record(

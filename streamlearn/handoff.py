@@ -176,7 +176,7 @@ class KeyHandoff:
         self.partition_of: dict[str, int] = {}
         self.dirty: set[str] = set()
         self.owned: set[int] | None = None  # None until the first assignment
-        self._pending: set[int] | None = None
+        self._assignment: set[int] | None = None
         self.published = 0  # keys sent, since the process started
         self.received = 0
         # Meta-init versions shared by the replicas (streamlearn.meta.topic), checked at most
@@ -214,10 +214,11 @@ class KeyHandoff:
         their partition is kept, dropped by :meth:`apply` when it is lost."""
         if not self.dirty:
             return 0
-        owned = self._pending if self._pending is not None else self.owned
+        owned = self._assignment if self._assignment is not None else self.owned
         covers: dict[str, int] = {}
-        # A label answer can change a key whose partition went away after the query (its
-        # pending query stayed here): not this replica's to publish.
+        # Every changed key has a partition here (queries and answers only come for keys
+        # seen here, and a lost key's queries go with it); a guard all the same: a key
+        # without one is not this replica's to publish.
         self.dirty.intersection_update(self.partition_of)
         for k in self.dirty:
             p = self.partition_of[k]
@@ -240,7 +241,7 @@ class KeyHandoff:
 
     def assigned(self, partitions: set[int]) -> None:
         """The consumer's rebalance hook (on its IO thread: nothing blocks here)."""
-        self._pending = set(partitions)
+        self._assignment = set(partitions)
 
     def after_poll(self, records: list[RawRecord]) -> list[RawRecord]:
         """The loop's call right after a poll: a rebalance seen in it is applied before its
@@ -256,9 +257,9 @@ class KeyHandoff:
         published state covers: the loop skips to it (the group's committed offset can be
         older, when the old owner published and then failed to commit: mid-rebalance, or
         killed), so no event is learned twice."""
-        if self._pending is None:
+        if self._assignment is None:
             return {}
-        partitions, self._pending = self._pending, None
+        partitions, self._assignment = self._assignment, None
         if self.owned is None:
             lost, gained = set(self.partition_of.values()) - partitions, set(partitions)
         else:
