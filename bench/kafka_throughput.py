@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -179,12 +180,19 @@ def _produce_paced(prefix: str, n: int, rate: float, keys: int) -> None:
         )
 
 
-def phase_paced(n: int, prefix: str, every_s: float, rate: float = 10_000.0) -> dict[str, float]:
+def phase_paced(
+    n: int,
+    prefix: str,
+    every_s: float,
+    fsync_s: float = 0.0,
+    rate: float = 10_000.0,
+) -> dict[str, float]:
     """The daemon (predictions on, 500 records per poll, a checkpoint every ``every_s``
-    seconds) reading a topic produced at ``rate`` events/s by another process while it
-    runs. Per poll: processing time (poll returned -> predictions handed to the producer,
-    the checkpoint when one follows included) and poll-to-commit time (poll returned -> the
-    first offset commit that covers the poll's records); the loop's time in checkpoints."""
+    seconds, fsynced every ``fsync_s``) reading a topic produced at ``rate`` events/s by
+    another process while it runs. Per poll: processing time (poll returned -> predictions
+    handed to the producer, the checkpoint when one follows included) and poll-to-commit
+    time (poll returned -> the first offset commit that covers the poll's records); the
+    loop's time in checkpoints."""
     import multiprocessing
     import threading
 
@@ -198,7 +206,11 @@ def phase_paced(n: int, prefix: str, every_s: float, rate: float = 10_000.0) -> 
             update={
                 "source": cfg.source.model_copy(update={"batch_size": 500}),
                 "checkpoint": cfg.checkpoint.model_copy(
-                    update={"every_events": 10_000_000, "every_seconds": every_s}
+                    update={
+                        "every_events": 10_000_000,
+                        "every_seconds": every_s,
+                        "fsync_every_s": fsync_s,
+                    }
                 ),
             }
         )
@@ -228,9 +240,9 @@ def phase_paced(n: int, prefix: str, every_s: float, rate: float = 10_000.0) -> 
                 busy.append(time.perf_counter() - polls[-1][0])
             return got
 
-        def timed_checkpoint() -> bool:
+        def timed_checkpoint(durable: bool = False) -> bool:
             t = time.perf_counter()
-            ok = checkpoint()
+            ok = checkpoint(durable=durable)
             in_checkpoints.append(time.perf_counter() - t)
             return ok
 
@@ -268,8 +280,21 @@ def phase_paced(n: int, prefix: str, every_s: float, rate: float = 10_000.0) -> 
     }
 
 
+def coordinator_linger_ms() -> str:
+    """The broker's ``group.coordinator.append.linger.ms`` as scripts/kafka.sh set it (every
+    offset commit waits up to this long at the broker; Kafka's default is 5)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "streamlearn"
+    run = Path(os.environ.get("STREAMLEARN_KAFKA_HOME", cache / "kafka" / "run"))
+    conf = run / "server.properties"
+    lines = conf.read_text().splitlines() if conf.exists() else []
+    key = "group.coordinator.append.linger.ms="
+    found = [ln.split("=", 1)[1] for ln in lines if ln.startswith(key)]
+    return found[0].strip() if found else "5 (Kafka's default)"
+
+
 PACED_SLOW = "daemon at 10k/s, checkpoint every 1 s"
 PACED_FAST = "daemon at 10k/s, checkpoint every poll"
+PACED_FAST_SYNC_1S = "daemon at 10k/s, checkpoint every poll, fsync every 1 s"
 PHASES: dict[str, Callable[[int, str], dict[str, float]]] = {
     "in-process": phase_in_process,
     **{
@@ -283,6 +308,7 @@ PHASES: dict[str, Callable[[int, str], dict[str, float]]] = {
     "daemon via kafka + predictions": lambda n, p: phase_daemon(n, p, emit=True),
     PACED_SLOW: lambda n, p: phase_paced(n, p, every_s=1.0),
     PACED_FAST: lambda n, p: phase_paced(n, p, every_s=0.001),
+    PACED_FAST_SYNC_1S: lambda n, p: phase_paced(n, p, every_s=0.001, fsync_s=1.0),
 }
 
 
@@ -360,18 +386,19 @@ def main() -> int:
         f"\nPeers: one model for every key, in process, on the same stream "
         f"(deep-river on its first {PEER_EVENTS['deep-river MLP']:,} events)."
     )
-    if not any(results.get(name) for name in (PACED_SLOW, PACED_FAST)):
+    if not any(results.get(name) for name in (PACED_SLOW, PACED_FAST, PACED_FAST_SYNC_1S)):
         return 0
     print(
         "\nAt 10,000 events/s through the broker (another process producing; predictions on, "
-        "500 records per poll), medians over runs:\n"
+        "500 records per poll; the broker's group.coordinator.append.linger.ms = "
+        f"{coordinator_linger_ms()}), medians over runs:\n"
     )
     print(
-        "| cadence | poll processing p50 / p99 ms | poll-to-commit p50 / p99 ms "
-        "| loop time in checkpoints |"
+        "| cadence | produced events/s | poll processing p50 / p99 ms "
+        "| poll-to-commit p50 / p99 ms | loop time in checkpoints |"
     )
-    print("|---|---|---|---|")
-    for name in (PACED_SLOW, PACED_FAST):
+    print("|---|---|---|---|---|")
+    for name in (PACED_SLOW, PACED_FAST, PACED_FAST_SYNC_1S):
         if name not in results or not results[name]:
             continue
         runs = results[name]
@@ -380,7 +407,8 @@ def main() -> int:
             return statistics.median(r[f] for r in runs)
 
         print(
-            f"| {name.split(', ')[1]} | {mid('p50_poll_ms'):.1f} / {mid('p99_poll_ms'):.1f} | "
+            f"| {', '.join(name.split(', ')[1:])} | {mid('per_second'):,.0f} | "
+            f"{mid('p50_poll_ms'):.1f} / {mid('p99_poll_ms'):.1f} | "
             f"{mid('p50_commit_ms'):.0f} / {mid('p99_commit_ms'):.0f} | "
             f"{100 * mid('checkpoint_share'):.0f}% |"
         )

@@ -29,6 +29,10 @@ LOG=$RUN/kafka.log
 CONF=$RUN/server.properties
 HEAP=${STREAMLEARN_KAFKA_HEAP:-512m}
 START_TIMEOUT=${STREAMLEARN_KAFKA_START_TIMEOUT:-180}
+# Kafka 4's group coordinator holds each offset commit this long to batch it with others
+# (default 5 ms): one broker with a few consumer groups has little to batch, and the wait is
+# most of a commit's round trip (bench/kafka_throughput.py, the paced phases).
+COORDINATOR_LINGER_MS=${STREAMLEARN_KAFKA_COORDINATOR_LINGER_MS:-0}
 
 say() { echo "kafka.sh: $*" >&2; }
 
@@ -76,6 +80,7 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 log.retention.hours=24
+group.coordinator.append.linger.ms=$COORDINATOR_LINGER_MS
 EOF
   cat >"$RUN/log4j2.properties" <<EOF
 status = warn

@@ -10,16 +10,19 @@ checkpoint that fails to load or validate is skipped (with a warning) for the on
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import torch
 
 FORMAT = "streamlearn-checkpoint"
@@ -61,6 +64,8 @@ class CheckpointStore:
         self.directory = Path(directory)
         self.keep = keep
         self._sequence = 0
+        self._durable: Path | None = None  # the newest fsynced file, kept through rotation
+        self._listing: list[Path] | None = None
 
     def files(self) -> list[Path]:
         """Checkpoint files, oldest first."""
@@ -69,38 +74,73 @@ class CheckpointStore:
         found = [p for p in self.directory.iterdir() if _NAME.match(p.name)]
         return sorted(found, key=lambda p: p.name)
 
+    def _kept(self) -> list[Path]:
+        """:meth:`files` as this store last left them (listed once: a listing cost about
+        as much as writing the state, three times per checkpoint when checkpoints come
+        every poll)."""
+        if self._listing is None:
+            self._listing = self.files()
+        return self._listing
+
     def retained(self) -> list[int]:
         """Sequence numbers of the checkpoint files kept, oldest first."""
-        return [int(m.group(1)) for p in self.files() if (m := _NAME.match(p.name))]
+        return [int(m.group(1)) for p in self._kept() if (m := _NAME.match(p.name))]
 
-    def save(self, state: dict[str, Any], offsets: dict[str, int]) -> Path:
-        """Write a new checkpoint atomically; returns its path. Raises CheckpointError."""
-        existing = self.files()
+    def save(
+        self,
+        state: dict[str, Any],
+        offsets: dict[str, int],
+        *,
+        durable: bool = True,
+        before_rename: Callable[[], None] | None = None,
+    ) -> Path:
+        """Write a new checkpoint atomically; returns its path. Raises CheckpointError.
+
+        ``durable=False`` skips the fsyncs: the file survives a killed process but maybe not
+        a lost machine. It records the machine's boot id, and is not trusted after another
+        boot (torch.load does not check its bytes: a torn file could load); rotation keeps
+        the newest durable file besides the ``keep`` newest, for loading to fall back to.
+        Where there is no boot id to record, every checkpoint is durable.
+
+        ``before_rename`` runs once the file is written and before it takes its name (the
+        daemon waits there for its outputs' acks: the wait overlaps the write, and no
+        checkpoint is visible before the outputs it covers are delivered); when it raises,
+        the file is removed and the error goes on."""
+        existing = self._kept()
         last = int(_NAME.match(existing[-1].name).group(1)) if existing else 0  # type: ignore[union-attr]
         seq = max(self._sequence, last) + 1
+        boot = boot_id()
+        durable = durable or boot is None
         payload = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "sequence": seq,
             "created_at": time.time(),
             "offsets": dict(offsets),
+            "durable": durable,
+            "boot_id": boot or "",
             "state": state,
         }
         final = self.directory / f"checkpoint-{seq:08d}.pt"
         try:
-            atomic_save(payload, final)
+            atomic_save(payload, final, fsync=durable, before_rename=before_rename)
         except OSError as exc:
             raise CheckpointError(
                 f"cannot write checkpoint in {str(self.directory)!r}: {exc.strerror or exc}"
             ) from exc
         self._sequence = seq
-        for old in self.files()[: -self.keep]:
-            old.unlink(missing_ok=True)
+        if durable:
+            self._durable = final
+        existing.append(final)
+        for old in existing[: -self.keep]:
+            if old != self._durable:
+                old.unlink(missing_ok=True)
+                existing.remove(old)
         return final
 
     def load_latest(self) -> Checkpoint | None:
         """The newest checkpoint that loads and validates; None when there is none at all."""
-        files = self.files()
+        files = self._listing = self.files()
         for path in reversed(files):
             try:
                 ck = self._load(path)
@@ -133,12 +173,46 @@ class CheckpointStore:
             isinstance(k, str) and isinstance(v, int) for k, v in offsets.items()
         ):
             raise CheckpointError("offsets are malformed")
+        if payload.get("durable") is False and payload.get("boot_id") != boot_id():
+            raise CheckpointError("written without fsync before the machine restarted")
         return Checkpoint(int(payload["sequence"]), offsets, payload["state"], path)
 
 
-def atomic_save(payload: dict[str, Any], path: Path) -> None:
+def json_tensor(value: Any) -> torch.Tensor:
+    """Plain data (str keys; no NaN or infinity: JSON has none) as one uint8 tensor of its
+    orjson text. ``torch.save`` writes a tensor's bytes as they are, while it pickles a list
+    or dict object by object through a Python hook: 1,000 key names cost more than all the
+    weights.
+
+    >>> from_json_tensor(json_tensor({"k": [1, "a"]}))
+    {'k': [1, 'a']}
+    """
+    return torch.frombuffer(bytearray(orjson.dumps(value)), dtype=torch.uint8)
+
+
+def from_json_tensor(tensor: torch.Tensor) -> Any:
+    return orjson.loads(tensor.numpy().tobytes())
+
+
+@functools.cache
+def boot_id() -> str | None:
+    """This boot of the machine (Linux), None where the system does not say."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def atomic_save(
+    payload: dict[str, Any],
+    path: Path,
+    *,
+    fsync: bool = True,
+    before_rename: Callable[[], None] | None = None,
+) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync, rename, fsync the folder:
-    readers see the old file or the new one, never a torn one. Raises OSError."""
+    readers see the old file or the new one, never a torn one (without ``fsync``: as long
+    as the machine stays up). Raises OSError."""
     # Serialised in memory first: torch.save writing straight to a file turns a failed write
     # (disk full, quota) into an opaque RuntimeError; a plain write raises OSError with errno.
     buffer = io.BytesIO()
@@ -149,12 +223,16 @@ def atomic_save(payload: dict[str, Any], path: Path) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(buffer.getbuffer())
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
+        if before_rename is not None:
+            before_rename()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if fsync:
+        _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import threading
@@ -106,6 +107,7 @@ class Daemon:
         self.store = CheckpointStore(ck.dir, ck.keep) if ck.dir else None
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
+        self._last_fsync = -math.inf  # the first checkpoint is always fsynced
         self._checkpoint_error: str | None = None
         self.resumed_from: int | None = None
         self.meta_trainer: BackgroundMetaTrainer | None = None
@@ -158,10 +160,10 @@ class Daemon:
     def _restore(self, store: CheckpointStore) -> None:
         daemon_state.restore(self, store)
 
-    def checkpoint(self) -> bool:
+    def checkpoint(self, *, durable: bool = False) -> bool:
         """Flush outputs, save state with the positions it covers, then commit those
         positions (:func:`streamlearn.daemon_state.checkpoint`); False when not committed."""
-        return daemon_state.checkpoint(self)
+        return daemon_state.checkpoint(self, durable=durable)
 
     def _maybe_checkpoint(self) -> None:
         ck = self.cfg.checkpoint
@@ -333,6 +335,13 @@ class Daemon:
         """Process until stopped, the source ends, or ``max_events`` records; returns 0."""
         self._running = True
         self.metrics.up.set(1)
+        frozen = self.cfg.service.gc_freeze and gc.get_freeze_count() == 0
+        if frozen:
+            # The start-up objects live as long as the loop; a full collection walking them
+            # all was its longest pause (bench/kafka_throughput.py, paced phases). Given
+            # back to the collector when the loop ends (an embedding process goes on).
+            gc.collect()
+            gc.freeze()
         interval = self.cfg.service.status_interval_s
         last_status, last_events = time.monotonic(), 0
         try:
@@ -351,10 +360,12 @@ class Daemon:
                     status(self.status_line(rate))
                     last_status, last_events = now, self.events_seen
         finally:
+            if frozen:
+                gc.unfreeze()
             self._running = False
             self.metrics.up.set(0)
             if self._since_checkpoint or self.store is None:
-                self.checkpoint()
+                self.checkpoint(durable=True)
             if self.metrics_log is not None:
                 self.metrics_log.maybe_write(force=True)  # the run's last figures
             if self.meta_trainer is not None:

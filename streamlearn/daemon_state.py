@@ -77,19 +77,26 @@ def restore(d: Daemon, store: CheckpointStore) -> None:
     )
 
 
-def checkpoint(d: Daemon) -> bool:
+def checkpoint(d: Daemon, *, durable: bool = False) -> bool:
     """Flush outputs, save state with the positions it covers, then commit those
-    positions. Offsets are never committed ahead of a saved checkpoint."""
+    positions. Offsets are never committed ahead of a saved checkpoint. The save is fsynced
+    when ``durable`` or when ``checkpoint.fsync_every_s`` has passed since the last one."""
     if d.store is None:
         return publish_and_commit(d)
     mt = d.metrics
     started = time.perf_counter()
     positions = d.source.positions()
     try:
-        d.sink.flush()
+        every = d.cfg.checkpoint.fsync_every_s
+        durable = durable or time.monotonic() - d._last_fsync >= every
         if d.residency is not None:
-            d.residency.before_checkpoint()
-        path = d.store.save(state_of(d), positions)
+            d.residency.before_checkpoint(durable)
+        # The outputs are flushed between writing the file and naming it: their acks come
+        # in while it is written, and a restart (which resumes from a checkpoint's own
+        # offsets) never finds one whose outputs were not delivered.
+        path = d.store.save(state_of(d), positions, durable=durable, before_rename=d.sink.flush)
+        if durable:
+            d._last_fsync = time.monotonic()
         if d.handoff is not None:  # the committed offsets never outrun it
             d.handoff.publish(positions)
     except (CheckpointError, OSError, RuntimeError, sqlite3.Error) as exc:

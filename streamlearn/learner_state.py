@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from streamlearn.checkpoint import from_json_tensor, json_tensor
 from streamlearn.keys import KeyTable
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def state_of(learner: OnlineLearner) -> dict[str, object]:
     return {
         "theta0": learner.theta0,
         "version": learner._version,
-        "keys": learner.keys.names(),
+        "keys": json_tensor(learner.keys.names()),
         "slots": torch.from_numpy(live),
         "free": torch.tensor(learner.keys.free_rows(), dtype=torch.int64),
         "params": torch.from_numpy(learner._params[live]),
@@ -42,7 +43,9 @@ def state_of(learner: OnlineLearner) -> dict[str, object]:
         "scaler": learner.scaler.state_dict() if learner.scaler else None,
         "pool": torch.from_numpy(learner._pool.copy()),
         "start_of": torch.from_numpy(learner._start_of[live]),
-        "residency": {} if res is None else {**res.state_dict(), "last_used": res.last_used(live)},
+        "residency": {}
+        if res is None
+        else {**res.state_dict(), "last_used": torch.from_numpy(res.last_used(live))},
         "eta": learner.sizer.eta,
         "proximal_lambda": learner.proximal_lambda,
         "shared": {} if learner.shared is None else learner.shared.state_dict(),
@@ -53,7 +56,9 @@ def state_of(learner: OnlineLearner) -> dict[str, object]:
 def load_into(learner: OnlineLearner, state: dict[str, Any]) -> None:
     p = learner.spec.n_params
     theta0, params, accum = state["theta0"], state["params"], state["accum"]
-    keys = list(state["keys"])
+    # A list of names in checkpoints of earlier versions.
+    names = state["keys"]
+    keys = from_json_tensor(names) if isinstance(names, torch.Tensor) else list(names)
     if (
         tuple(theta0.shape) != (p,)
         or tuple(params.shape) != (len(keys), p)

@@ -6,6 +6,7 @@ no label per entity key (label values come from small fixed sets).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -32,15 +33,23 @@ class RollingMean:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         self._values: deque[float] = deque(maxlen=window)
+        self._window = window
         self._sum = 0.0
 
     def extend(self, values: Iterable[float]) -> None:
-        vals = self._values
-        for v in values:
-            if len(vals) == vals.maxlen:
-                self._sum -= vals[0]
-            vals.append(v)
-            self._sum += v
+        # A poll's values at once (one value at a time in Python cost ~1 ms per 500-event
+        # poll): the sum loses the values pushed out and gains the new ones.
+        vals, window = self._values, self._window
+        new = list(values)
+        if len(new) >= window:
+            vals.clear()
+            vals.extend(new[-window:])
+            self._sum = sum(vals)
+            return
+        if (out := len(vals) + len(new) - window) > 0:
+            self._sum -= sum(itertools.islice(vals, out))
+        vals.extend(new)
+        self._sum += sum(new)
 
     @property
     def value(self) -> float:

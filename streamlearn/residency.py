@@ -118,11 +118,11 @@ class Residency:
             self._last_used = grown
         self._last_used[slots] = self._tick if ticks is None else ticks
 
-    def last_used(self, slots: np.ndarray) -> list[int]:
+    def last_used(self, slots: np.ndarray) -> np.ndarray:
         out = np.zeros(len(slots), dtype=np.int64)  # rows past the end were never touched
         inside = slots < len(self._last_used)
         out[inside] = self._last_used[slots[inside]]
-        return out.tolist()
+        return out
 
     def victims(self, live: np.ndarray, needed: int) -> np.ndarray:
         """Positions in ``live`` (resident rows) of the least recently used keys to evict:
@@ -300,8 +300,10 @@ class Residency:
 
     # -- checkpoints -----------------------------------------------------------------------
 
-    def before_checkpoint(self) -> None:
-        if self.store is not None and self._spilled_any:
+    def before_checkpoint(self, durable: bool = True) -> None:
+        """Before a checkpoint: a durable one first makes the spill store durable too (its
+        WAL commits already survive a killed process)."""
+        if durable and self.store is not None and self._spilled_any:
             self.store.checkpoint()
 
     def checkpoint_saved(self, sequence: int, oldest_retained: int) -> None:

@@ -1,5 +1,6 @@
 """Checkpoints: atomic, versioned, safe to load, and a resumed run equals an uninterrupted one."""
 
+import gc
 import os
 import resource
 import signal
@@ -11,6 +12,7 @@ import pytest
 import torch
 from prometheus_client import CollectorRegistry
 
+from streamlearn import checkpoint
 from streamlearn.checkpoint import FORMAT_VERSION, CheckpointError, CheckpointStore
 from streamlearn.config import Config, load_config
 from streamlearn.daemon import Daemon
@@ -41,6 +43,82 @@ def test_corrupt_newest_falls_back_to_previous(tmp_path, caplog):
     assert ck.sequence == 1
     assert ck.state["v"].tolist() == [1.0]
     assert "skipping checkpoint checkpoint-00000002.pt" in caplog.text
+
+
+def test_unsynced_checkpoints_are_kept_apart_and_not_trusted_after_a_reboot(
+    tmp_path, monkeypatch, caplog
+):
+    fsynced: list[int] = []
+    real_fsync = os.fsync
+
+    def counted_fsync(fd: int) -> None:
+        fsynced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counted_fsync)
+    store = CheckpointStore(tmp_path, keep=2)
+    store.save({"v": torch.tensor([1.0])}, {"e:0": 1})
+    assert len(fsynced) == 2  # the file and its directory
+    for i in range(2, 6):
+        store.save({"v": torch.tensor([float(i)])}, {"e:0": i}, durable=False)
+    assert len(fsynced) == 2
+    # The newest two, and the newest durable one to fall back to.
+    assert store.retained() == [1, 4, 5]
+    ck = store.load_latest()
+    assert ck is not None
+    assert ck.sequence == 5  # the same boot: page cache and disk agree
+
+    monkeypatch.setattr(checkpoint, "boot_id", lambda: "another-boot")
+    ck = CheckpointStore(tmp_path, keep=2).load_latest()
+    assert ck is not None
+    assert ck.sequence == 1
+    assert ck.state["v"].tolist() == [1.0]
+    assert "written without fsync before the machine restarted" in caplog.text
+
+    # Where the system gives no boot id, nothing tells a reboot: every save is fsynced.
+    monkeypatch.setattr(checkpoint, "boot_id", lambda: None)
+    store.save({"v": torch.tensor([6.0])}, {"e:0": 6}, durable=False)
+    assert len(fsynced) == 4
+
+
+def test_after_a_lost_machine_the_daemon_replays_from_the_fsynced_checkpoint(tmp_path, monkeypatch):
+    """With ``checkpoint.fsync_every_s`` the checkpoints between fsyncs are not trusted
+    after a reboot; the daemon resumes from the last fsynced one and replays the events
+    after it from the source: the weights end as an uninterrupted run's."""
+    off = {"global": False, "per_key": False}
+
+    def cfg(directory: Path) -> Config:
+        c = _cfg(directory, **off)
+        ck = c.checkpoint.model_copy(update={"every_events": 500, "fsync_every_s": 3600.0})
+        return c.model_copy(update={"checkpoint": ck})
+
+    whole = Daemon(cfg(tmp_path / "a"), CollectorRegistry())
+    whole.run(max_events=6000)
+    killed = Daemon(cfg(tmp_path / "b"), CollectorRegistry())
+    while killed.events_seen < 3500:  # no stop: the last checkpoint is not fsynced
+        killed.step()
+    saved = CheckpointStore(tmp_path / "b").retained()
+    assert saved == [1, 5, 6, 7]  # the first (fsynced) and the newest three
+
+    assert Daemon(cfg(tmp_path / "b"), CollectorRegistry()).events_seen == 3500
+    monkeypatch.setattr(checkpoint, "boot_id", lambda: "another-boot")
+    resumed = Daemon(cfg(tmp_path / "b"), CollectorRegistry())
+    assert resumed.resumed_from == 1
+    assert resumed.events_seen == 500
+    resumed.run(max_events=6000)
+    assert resumed.labels_seen == whole.labels_seen == 6000
+    _same_weights(resumed, whole)
+
+
+def test_the_loop_freezes_start_up_objects_and_gives_them_back(tmp_path):
+    seen: list[int] = []
+    cfg = _cfg(tmp_path)
+    service = cfg.service.model_copy(update={"status_interval_s": 1e-9})
+    daemon = Daemon(cfg.model_copy(update={"service": service}), CollectorRegistry())
+    assert gc.get_freeze_count() == 0
+    daemon.run(max_events=1000, status=lambda _: seen.append(gc.get_freeze_count()))
+    assert seen[0] > 10_000  # torch's and the libraries' objects, out of the collector's way
+    assert gc.get_freeze_count() == 0
 
 
 def test_refuses_pickles_and_foreign_versions(tmp_path):
