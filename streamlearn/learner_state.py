@@ -53,12 +53,17 @@ def state_of(learner: OnlineLearner) -> dict[str, object]:
     }
 
 
+def key_names(state: dict[str, Any]) -> list[str]:
+    """The resident keys' names in a learner state, in row order of its ``params``."""
+    names = state["keys"]
+    # A list of names in checkpoints of earlier versions.
+    return from_json_tensor(names) if isinstance(names, torch.Tensor) else list(names)
+
+
 def load_into(learner: OnlineLearner, state: dict[str, Any]) -> None:
     p = learner.spec.n_params
     theta0, params, accum = state["theta0"], state["params"], state["accum"]
-    # A list of names in checkpoints of earlier versions.
-    names = state["keys"]
-    keys = from_json_tensor(names) if isinstance(names, torch.Tensor) else list(names)
+    keys = key_names(state)
     if (
         tuple(theta0.shape) != (p,)
         or tuple(params.shape) != (len(keys), p)

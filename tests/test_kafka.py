@@ -21,6 +21,7 @@ from streamlearn.checkpoint import CheckpointStore
 from streamlearn.config import SyntheticSourceConfig, load_config
 from streamlearn.daemon import Daemon
 from streamlearn.io.synthetic import build_family
+from streamlearn.learner_state import key_names
 from streamlearn.residency import SPILL_FILE
 from streamlearn.spill import SpillStore
 from tests.helpers import run_cli, sample
@@ -189,7 +190,7 @@ def _every_key(ck_dir: Path) -> dict[str, np.ndarray]:
     ck = CheckpointStore(ck_dir).load_latest()
     assert ck is not None
     learner = ck.state["learner"]
-    out = dict(zip(learner["keys"], learner["params"].numpy(), strict=True))
+    out = dict(zip(key_names(learner), learner["params"].numpy(), strict=True))
     spill = SpillStore(ck_dir / SPILL_FILE)
     rows = spill.get([f"k{j:05d}" for j in range(10_000)])
     out.update({k: r.params for k, r in rows.items() if k not in out})
@@ -341,7 +342,7 @@ def test_kill_9_mid_stream_loses_nothing_and_never_commits_ahead(
     crashed_w = _every_key(ck_dir)
     assert len(calm_w) == n_keys
     # At most 150 keys stay in memory (or a poll's own keys, when it holds more).
-    assert len(final.state["learner"]["keys"]) < n_keys == len(crashed_w)
+    assert len(key_names(final.state["learner"])) < n_keys == len(crashed_w)
     assert sorted(crashed_w) == sorted(calm_w)
     for key, w in calm_w.items():
         np.testing.assert_allclose(crashed_w[key], w, rtol=1e-5, atol=1e-6)
