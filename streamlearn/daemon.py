@@ -339,8 +339,9 @@ class Daemon:
         if frozen:
             # The start-up objects live as long as the loop; a full collection walking them
             # all was its longest pause (bench/kafka_throughput.py, paced phases). Given
-            # back to the collector when the loop ends (an embedding process goes on).
-            gc.collect()
+            # back to the collector when the loop ends (an embedding process goes on). No
+            # collection first: it cost ~200 ms at every start (a fifth of a short run),
+            # and the start-up garbage it would free is collected after the loop.
             gc.freeze()
         interval = self.cfg.service.status_interval_s
         last_status, last_events = time.monotonic(), 0
