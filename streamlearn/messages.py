@@ -195,7 +195,7 @@ class EventDecoder:
             {n: i for i, n in enumerate(self.feature_names)} if self.feature_names else None,
         )
         if not self.feature_names:  # named features (x as an object) take the full path
-            fast = FastEventPath(self.n_features, self.task, self.n_classes, MAX_ID_CHARS)
+            fast = FastEventPath(self.n_features, MAX_ID_CHARS)
             object.__setattr__(self, "_fast", fast)
 
     def decode(self, records: Iterable[RawRecord]) -> tuple[EventBatch, list[DeadLetter]]:
@@ -214,8 +214,11 @@ class EventDecoder:
             if fast is not None and type(value) is bytes and len(value) <= limit:
                 got = fast.decode(value)
             if got is not None:
-                eid, key, t, x, y = got
-            else:
+                try:  # the label's rule is the full path's own
+                    eid, key, t, x, y = *got[:4], self._label(got[4])
+                except _Rejected:
+                    got = None  # the full path words the reason from the record as sent
+            if got is None:
                 try:
                     eid, key, t, x, y = self._validate(self._parse(value))
                 except _Rejected as rej:
