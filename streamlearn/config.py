@@ -35,6 +35,7 @@ from streamlearn.config_learning import (
     LambdaTuningConfig,
     LearnerConfig,
     PacingConfig,
+    RecallConfig,
     SharedConfig,
 )
 from streamlearn.config_types import PositiveFloat, Probability, _Strict
@@ -56,6 +57,7 @@ __all__ = [
     "LearnerConfig",
     "PacingConfig",
     "ProducerConfig",
+    "RecallConfig",
     "SharedConfig",
     "TopicsConfig",
     "load_config",

@@ -54,6 +54,25 @@ class ControllerConfig(_Strict):
     high: PositiveFloat = 100.0
 
 
+class RecallConfig(_Strict):
+    """A memory of the shared model's settled concepts, recalled when one fits the newest
+    labels better than the weights in force (streamlearn.recall). ``settled_change`` and
+    ``merge_distance`` are relative to the norm of the shared weights; ``threshold`` and
+    ``margin`` are nats of paired log-loss evidence (the margin per label)."""
+
+    enabled: bool = True
+    members: Annotated[int, Field(ge=1, le=256)] = 8
+    snapshot_labels: Annotated[int, Field(ge=1)] = 150
+    settled_change: PositiveFloat = 0.2
+    merge_distance: PositiveFloat = 0.3
+    threshold: PositiveFloat = 5.0
+    margin: Annotated[float, Field(ge=0)] = 0.1
+    check_labels: Annotated[int, Field(ge=1, le=100_000)] = 64
+    # Recall only while the weights in force average at least this times a coin's log
+    # loss on the last ~20 scored labels.
+    gate: Annotated[float, Field(ge=0)] = 1.0
+
+
 class SharedConfig(_Strict):
     """A model shared by all keys, learned from every label; each key's weights are the
     shared weights plus its own offset (streamlearn.shared). The oracle tests of the
@@ -67,6 +86,7 @@ class SharedConfig(_Strict):
     # A step every this many labels, whatever the poll size (pieces of a poll, or several
     # polls when labels are sparse).
     step_labels: Annotated[int, Field(ge=1, le=1_000_000)] = 8
+    recall: RecallConfig = RecallConfig()
 
 
 class LearnerConfig(_Strict):
@@ -148,6 +168,10 @@ class PacingConfig(_Strict):
     fast_labels: Annotated[int, Field(ge=1)] = 30
     slow_labels: Annotated[int, Field(ge=2)] = 1000
     bank_events: Annotated[int, Field(ge=1)] = 10_000
+    # A surge: the maximum share for this many events once the answers' evidence that the
+    # model does no better than a coin passes alarm_nats (0: no surges; classification only).
+    surge_events: Annotated[int, Field(ge=0)] = 2000
+    alarm_nats: PositiveFloat = 8.0
 
     @model_validator(mode="after")
     def _fast_below_slow(self) -> PacingConfig:

@@ -322,6 +322,10 @@ class Daemon:
 
     def _step_metrics(self, res: StepResult) -> None:
         mt = self.metrics
+        if res.recalled:
+            mt.concept_recalls.inc()
+        if (memory := self.learner.memory) is not None:
+            mt.concept_members.set(len(memory.members))
         if res.rollbacks:
             mt.rollbacks.inc(res.rollbacks)
         mt.update_norm.set(res.mean_step)

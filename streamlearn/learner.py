@@ -35,6 +35,7 @@ from streamlearn.model import ModelSpec
 from streamlearn.optim import AdagradState, adagrad_step, proximal_grad
 from streamlearn.optim.guard import UpdateGuard
 from streamlearn.optim.stepsize import StepSizer
+from streamlearn.recall import ConceptMemory
 from streamlearn.residency import Residency
 from streamlearn.scaling import RunningStandardizer
 from streamlearn.shared import SharedWeights
@@ -96,6 +97,12 @@ class OnlineLearner(KeyRows):
                 eps=cfg.adagrad_eps,
             )
             if cfg.shared.enabled
+            else None
+        )
+        # The shared model's earlier concepts, recalled when the labels say so.
+        self.memory = (
+            ConceptMemory(spec, cfg.shared.recall)
+            if cfg.shared.enabled and cfg.shared.recall.enabled
             else None
         )
         # Each key's last AdaGrad direction, for the rate hypergradient (zeros: none yet).
@@ -190,6 +197,8 @@ class OnlineLearner(KeyRows):
         self._version = version
         if self.shared is not None:
             self.shared.restart(self._theta0)
+        if self.memory is not None:  # the old concepts' weights mean nothing now
+            self.memory = ConceptMemory(self.spec, self.cfg.shared.recall)
 
     def set_pool(self, pool: torch.Tensor | None) -> None:
         """Install a meta-init pool (``[K, P]``) as starts ``1..K``; None removes it. Keys keep
@@ -299,6 +308,11 @@ class OnlineLearner(KeyRows):
         # label answers are cut: one round of distinct keys each, small, and with active
         # learning every label comes that way (one step per batch cost family100 at a 5%
         # budget 0.821 -> 0.806).
+        memory = self.memory
+        if memory is not None and n_labelled[-1]:
+            lab_rows = np.flatnonzero(labelled)
+            rows = lab_rows[memory.pick(len(lab_rows))]
+            memory.observe(params[ss[rows]], theta0, xs[rows], ys[rows], len(lab_rows))
         if shared is not None and cut_rounds:
             pieces = shared.pieces(sizes, n_labelled)
         else:
@@ -341,6 +355,12 @@ class OnlineLearner(KeyRows):
                 lo = hi
         if shared is not None and shared.ready:
             theta0 = self._shared_step(theta0)
+        recalled = False
+        if memory is not None:  # after the poll: no prediction by weights its label chose
+            if (shift := memory.take_recall(self._theta0)) is not None:
+                self.shift_shared(shift)
+                recalled = True
+            memory.maybe_snapshot()
         inv = np.empty(n, dtype=np.int64)
         inv[order] = np.arange(n)
         loss_np = np.where(labelled, loss_out, np.nan)[inv].astype(np.float64)
@@ -364,15 +384,20 @@ class OnlineLearner(KeyRows):
             sizer.eta,
             sizer.hypergradient,
             sizer.take_mean_weight(),
+            recalled,
         )
 
     def _shared_step(self, theta0: np.ndarray) -> np.ndarray:
         """The shared model's step: theta0 and every key move by it."""
         assert self.shared is not None
         if (delta := self.shared.step(theta0)) is not None:
-            self._theta0 = theta0 + delta
-            self._params[: self.keys.high_water] += delta
+            self.shift_shared(delta)
         return self._theta0
+
+    def shift_shared(self, delta: np.ndarray) -> None:
+        """Move theta0 by ``delta`` and every key with it: each keeps its own offset."""
+        self._theta0 = self._theta0 + delta
+        self._params[: self.keys.high_water] += delta
 
     # -- persistence -----------------------------------------------------------------------
 

@@ -49,6 +49,7 @@ def state_of(learner: OnlineLearner) -> dict[str, object]:
         "eta": learner.sizer.eta,
         "proximal_lambda": learner.proximal_lambda,
         "shared": {} if learner.shared is None else learner.shared.state_dict(),
+        "recall": {} if learner.memory is None else learner.memory.state_dict(),
         "curvature": {} if learner.sizer.watch is None else learner.sizer.watch.state_dict(),
     }
 
@@ -105,6 +106,8 @@ def load_into(learner: OnlineLearner, state: dict[str, Any]) -> None:
             watch.load_state_dict(state["curvature"])
     if learner.shared is not None and state.get("shared"):
         learner.shared.load_state_dict(state["shared"])
+    if learner.memory is not None and state.get("recall"):  # absent before recall
+        learner.memory.load_state_dict(state["recall"])
     scaler = state.get("scaler")
     if learner.scaler is not None and scaler is not None:
         learner.scaler.load_state_dict(scaler)

@@ -338,6 +338,22 @@ class Metrics:
             "Share of unlabelled events to query now: the budget moved by the pacer "
             "(active.pacing: more while the model errs more than usual).",
         )
+        self.concept_recalls = Counter(
+            "streamlearn_concept_recalls",
+            "The shared weights moved to a remembered concept that fit the newest labels "
+            "better than the weights in force and a coin (learner.shared.recall).",
+            registry=r,
+        )
+        self.concept_members = gauge(
+            "streamlearn_concept_members", "Concepts (settled shared weights) in the memory."
+        )
+        self.label_surges = Counter(
+            "streamlearn_label_surges",
+            "Surges of queries: the answers said the model does no better than a coin "
+            "(active.pacing.alarm_nats), so the pacer queried at its maximum share for "
+            "active.pacing.surge_events events and the shared model's steps restarted.",
+            registry=r,
+        )
         self.label_bank = gauge(
             "streamlearn_label_bank",
             "Labels the budget earned and the pacer has not spent (negative: overspent, "

@@ -12,6 +12,7 @@ kernels of :mod:`streamlearn.lanes` and the model meta-learning differentiates t
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -57,6 +58,14 @@ class ModelSpec:
     @property
     def n_outputs(self) -> int:
         return self.n_classes if self.task == "multiclass" else 1
+
+    @property
+    def coin_loss(self) -> float | None:
+        """The log loss of a uniform guess over the classes (log 2, or log C); None for
+        regression, which has no such guess."""
+        if self.task == "regression":
+            return None
+        return math.log(2 if self.task == "binary" else self.n_classes)
 
     @property
     def n_params(self) -> int:

@@ -27,6 +27,7 @@ class StepResult:
     eta: float = 0.0  # the base rate after this poll (hypergradient)
     hypergradient: float = 0.0  # its last signal, mean -cos(g_t, u_{t-1})
     curriculum: float = 1.0  # mean curriculum multiplier of the poll's steps
+    recalled: bool = False  # the shared weights moved to a remembered concept after it
 
     @property
     def error(self) -> np.ndarray:

@@ -298,6 +298,28 @@ def _loop(cfg, n_events, delay_s=0.05):
     return loop, sink, truth
 
 
+def _run_on_drifting_family(n_events, delay_s, active, synthetic=None, batch_size=None):
+    """A daemon with active learning on the drifting family (20 keys, a drift every 10,000
+    events), run to the end: (daemon, registry, sink)."""
+    syn = {"n_keys": 20, "label_fraction": 0.0, "rate": 0.0, "segment_length": 10_000}
+    source: dict[str, object] = {"synthetic": {**syn, **(synthetic or {})}}
+    if batch_size is not None:
+        source["batch_size"] = batch_size
+    cfg = load_config(
+        overrides={
+            "source": source,
+            "active": {"enabled": True, **active},
+            "metrics": {"baseline": "none"},
+        },
+        env={},
+    )
+    loop, sink, _ = _loop(cfg, n_events, delay_s=delay_s)
+    reg = CollectorRegistry()
+    d = Daemon(cfg, reg, source=loop, sink=sink, clock=loop.clock)
+    d.run()
+    return d, reg, sink
+
+
 @pytest.mark.parametrize("policy", ["uncertainty", "sensitivity", "combined", "random"])
 def test_daemon_queries_learns_answers_and_accounts_them(policy):
     # Pacing off: this holds the controller to the budget poll by poll (pacing is below).
@@ -460,25 +482,9 @@ def test_active_config_errors_name_the_setting():
 def test_pacing_spends_more_after_a_drift_and_holds_the_budget():
     """With pacing, the share queried rises well above the budget after a drift (the random,
     explored answers' loss jumps) and the whole run spends no more than the budget."""
-    cfg = load_config(
-        overrides={
-            "source": {
-                "synthetic": {
-                    "n_keys": 20,
-                    "label_fraction": 0.0,
-                    "rate": 0.0,
-                    "segment_length": 10_000,
-                }
-            },
-            "active": {"enabled": True, "budget": 0.1, "pacing": {"bank_events": 3000}},
-            "metrics": {"baseline": "none"},
-        },
-        env={},
+    d, reg, sink = _run_on_drifting_family(
+        16_000, 0.02, {"budget": 0.1, "pacing": {"bank_events": 3000}}
     )
-    loop, sink, _ = _loop(cfg, 16_000, delay_s=0.02)
-    reg = CollectorRegistry()
-    d = Daemon(cfg, reg, source=loop, sink=sink, clock=loop.clock)
-    d.run()
     asked = np.array([int(q.event_id) for q in sink.recent_queries])
     before = int(((asked >= 8000) & (asked < 10_000)).sum())
     after = int(((asked >= 10_000) & (asked < 12_000)).sum())
@@ -491,3 +497,25 @@ def test_pacing_spends_more_after_a_drift_and_holds_the_budget():
     pacer = _active(d).pacer
     assert pacer is not None
     assert sample(reg, "streamlearn_label_bank") == pytest.approx(pacer.bank)
+    # The drift raised a surge (the answers' loss over a coin's passed alarm_nats).
+    assert sample(reg, "streamlearn_label_surges_total") >= 1
+
+
+def test_at_a_tight_budget_drifts_raise_surges_and_a_returning_concept_is_recalled():
+    """10% of labels, two concepts taking turns: the answers' evidence raises surges, the
+    memory keeps the settled concepts and recalls one when it comes back. (On smaller
+    streams the memory may keep nothing or recall nothing: it stores only shared weights
+    that have settled, and recalls only while the weights in force do no better than a
+    coin; bench/active_ceiling.py has the effect on family100.)"""
+    d, reg, _ = _run_on_drifting_family(
+        40_000, 0.1, {"budget": 0.1}, synthetic={"n_concepts": 2}, batch_size=100
+    )
+    surges = sample(reg, "streamlearn_label_surges_total")
+    recalls = sample(reg, "streamlearn_concept_recalls_total")
+    members = sample(reg, "streamlearn_concept_members")
+    print(f"surges {surges:.0f}, recalls {recalls:.0f}, concepts kept {members:.0f}")
+    assert surges >= 3  # one per drift at least
+    assert members >= 2
+    assert recalls >= 1
+    assert d.learner.memory is not None
+    assert recalls == d.learner.memory.recalls

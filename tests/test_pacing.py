@@ -1,0 +1,84 @@
+"""The pacer's surges (streamlearn.active.pacing): the alarm's CUSUM by hand, the surge's
+share and length, the bank's limits on it, and its state."""
+
+import math
+
+import numpy as np
+import pytest
+
+from streamlearn.active.pacing import BudgetPacer
+
+LOG2 = math.log(2.0)
+
+
+def _pacer(**kw):
+    base = {"surge_events": 300, "alarm_nats": 2.0, "coin_loss": LOG2, "bank_events": 1000}
+    return BudgetPacer(0.05, **{**base, **kw})
+
+
+def test_the_alarm_adds_each_answers_loss_over_a_coins():
+    pacer = _pacer()
+    assert not pacer.alarm(np.full(50, 0.1))  # a model doing well: the evidence stays at 0
+    assert pacer.evidence == 0.0
+    assert not pacer.alarm(np.full(1000, LOG2))  # uncertain answers: no evidence either way
+    assert pacer.evidence == 0.0
+    assert not pacer.alarm(np.array([1.5, 0.2]))
+    assert pacer.evidence == pytest.approx((1.5 - LOG2) + (0.2 - LOG2))
+    # One answer counts at most 3 nats (noise on a sure prediction): 0.313 + 2.307 > 2.
+    assert pacer.alarm(np.array([30.0]))
+    assert pacer.evidence == 0.0
+    assert pacer.surge_left == 300
+
+
+def test_a_surge_asks_at_the_maximum_share_for_its_events_then_ends():
+    pacer = _pacer()
+    pacer.bank = 1.0  # a label saved: the surge may spend it
+    normal = pacer.share()
+    assert pacer.alarm(np.array([3.0, 3.0]))
+    assert pacer.share() == pytest.approx(0.05 * pacer.max_boost)
+    assert not pacer.alarm(np.array([3.0] * 10))  # no new alarm while the surge lasts
+    pacer.spend(events=200, queried=10)  # 10 labels paid for 10 earned: the bank stays
+    assert pacer.surge_left == 100
+    pacer.spend(events=100, queried=5)
+    assert pacer.surge_left == 0
+    assert pacer.share() == pytest.approx(normal)
+
+
+def test_the_bank_limits_surges():
+    pacer = _pacer()
+    scale = pacer.scale  # 50 labels: what the budget earns over bank_events
+    pacer.bank = -1.0
+    assert pacer.alarm(np.array([3.0, 3.0]))  # in debt: the alarm is told...
+    assert pacer.surge_left == 0  # ...but no surge borrows more
+    pacer.bank = 0.5 * scale  # savings: a surge spends them...
+    assert pacer.alarm(np.array([3.0, 3.0]))
+    pacer.spend(events=100, queried=5 + 0.25 * scale)
+    assert pacer.surge_left == 200
+    pacer.spend(events=100, queried=5 + 0.25 * scale + 1)  # ...and ends when they are gone
+    assert pacer.surge_left == 0
+
+
+def test_no_surges_without_a_coin_or_events():
+    assert not BudgetPacer(0.05, surge_events=300, coin_loss=None).alarm(np.full(10, 50.0))
+    assert not _pacer(surge_events=0).alarm(np.full(10, 50.0))
+    with pytest.raises(ValueError, match=r"active\.pacing\.surge_events"):
+        _pacer(surge_events=-1)
+    with pytest.raises(ValueError, match=r"active\.pacing\.alarm_nats"):
+        _pacer(alarm_nats=0.0)
+
+
+def test_the_surge_state_survives_a_checkpoint_and_old_states_load():
+    pacer = _pacer()
+    pacer.alarm(np.array([1.0]))
+    assert pacer.alarm(np.array([3.0, 3.0]))  # 0.307 + 2.307 nats
+    pacer.spend(events=120, queried=3)
+    copy = _pacer()
+    copy.load_state_dict(pacer.state_dict())
+    assert (copy.evidence, copy.surge_left, copy.bank) == (
+        pacer.evidence,
+        pacer.surge_left,
+        pacer.bank,
+    )
+    old = {"fast": 0.3, "slow": 0.3, "bank": 2.0}  # a checkpoint from before surges
+    copy.load_state_dict(old)
+    assert (copy.evidence, copy.surge_left) == (0.0, 0)
