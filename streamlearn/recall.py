@@ -36,6 +36,8 @@ How:
 - A poll's labels are scored before they are learned and the move comes after the poll,
   so no prediction is made by weights chosen on its own label.
 
+Classification only: regression has no coin to tell failing weights by.
+
 At most ``check_labels`` labels per poll are scored (evenly spaced, :meth:`ConceptMemory.pick`):
 with every event labelled that is plenty to decide within a poll, and it bounds the cost.
 """
@@ -154,8 +156,9 @@ class ConceptMemory:
 
     def _failing(self) -> bool:
         """The weights in force predict the recent scored labels no better than
-        ``gate`` times what a coin would (always, for regression: no coin)."""
-        return self._coin is None or self.in_force_loss >= self.cfg.gate * self._coin
+        ``gate`` times what a coin would (never, for regression: no coin; the learner
+        builds no memory then)."""
+        return self._coin is not None and self.in_force_loss >= self.cfg.gate * self._coin
 
     def take_recall(self, theta0: np.ndarray) -> np.ndarray | None:
         """After the poll: the shift from ``theta0`` to the member the evidence chose, if

@@ -149,3 +149,12 @@ def test_bad_recall_settings_name_the_setting():
         load_config(overrides={"learner": {"shared": {"recall": {"members": 0}}}}, env={})
     with pytest.raises(ConfigError, match=r"learner\.shared\.recall\.threshold"):
         load_config(overrides={"learner": {"shared": {"recall": {"threshold": -1}}}}, env={})
+
+
+def test_no_memory_for_regression():
+    """No coin's loss to tell failing weights by: recall raised the sinusoid family's
+    squared error when it ran ungated, so a regression learner has no memory."""
+    spec = ModelSpec(n_features=1, task="regression")
+    assert OnlineLearner(spec, LearnerConfig(), spec.init(kind="zeros")).memory is None
+    binary = ModelSpec(n_features=1)
+    assert OnlineLearner(binary, LearnerConfig(), binary.init(kind="zeros")).memory is not None
