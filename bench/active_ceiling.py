@@ -104,7 +104,7 @@ def oracle_loop(*, react: bool, recall: bool, delay: int, surge: int) -> type[Lo
                 return
             if react:
                 learner.shared.restart()
-                self.daemon.active.pacer.surge_left = surge
+                self.daemon.active.pacer.start_surge(surge)
 
     return OracleLoop
 

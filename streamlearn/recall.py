@@ -52,6 +52,7 @@ import torch
 from streamlearn import lanes
 from streamlearn.config import RecallConfig
 from streamlearn.model import ModelSpec
+from streamlearn.optim.cusum import cusum_paths
 
 # Nats: the most one label counts for or against a member. Unclipped, one noisy label that
 # the weights in force predicted confidently (log loss ~5) passed the threshold alone.
@@ -139,10 +140,7 @@ class ConceptMemory:
             now = np.minimum(now, self._coin)
         gain = now[None, :] - loss.reshape(k, n).astype(np.float64)
         gain = np.clip(np.nan_to_num(gain, nan=-_CLIP), -_CLIP, _CLIP) - self.cfg.margin
-        # The CUSUM over the poll's labels for all members at once:
-        # S_i = C_i - min(-S_0, C_1 .. C_i), C the running sum of the gains.
-        run = np.cumsum(gain, axis=1)
-        path = run - np.minimum.accumulate(np.minimum(run, -self.evidence[:, None]), axis=1)
+        path = cusum_paths(gain, self.evidence)  # over the poll's labels, all members
         self.evidence = path[:, -1]
         best = int(np.argmax(path.max(axis=1)))
         if path[best].max() > self.cfg.threshold:
@@ -183,19 +181,15 @@ class ConceptMemory:
         scale = max(float(np.linalg.norm(now)), 1e-6)
         if last is None or float(np.linalg.norm(now - last)) > self.cfg.settled_change * scale:
             return
-        if len(self.members):
-            dist = np.linalg.norm(self.members - now, axis=1)
-            j = int(np.argmin(dist))
-            if dist[j] > self.cfg.merge_distance * scale:
-                j = -1
-        else:
-            j = -1
-        if j < 0 and len(self.members) < self.cfg.members:
+        dist = np.linalg.norm(self.members - now, axis=1)
+        if len(dist) and dist.min() <= self.cfg.merge_distance * scale:
+            j = int(np.argmin(dist))  # the same concept: the fresher weights replace it
+        elif len(dist) < self.cfg.members:
             self.members = np.concatenate([self.members, now[None]])
             self.used = np.append(self.used, self.labels)
             self.evidence = np.append(self.evidence, 0.0)
             return
-        if j < 0:
+        else:
             j = int(np.argmin(self.used))  # full: the least recently used leaves
         self.members[j], self.used[j], self.evidence[j] = now, self.labels, 0.0
 

@@ -82,3 +82,17 @@ def test_the_surge_state_survives_a_checkpoint_and_old_states_load():
     old = {"fast": 0.3, "slow": 0.3, "bank": 2.0}  # a checkpoint from before surges
     copy.load_state_dict(old)
     assert (copy.evidence, copy.surge_left) == (0.0, 0)
+
+
+def test_cusum_paths_equal_the_recursion_row_by_row():
+    from streamlearn.optim.cusum import cusum_paths
+
+    rng = np.random.default_rng(3)
+    gains, start = rng.normal(size=(4, 40)), rng.random(4) * 3
+    expected = np.empty_like(gains)
+    for k in range(4):
+        s = start[k]
+        for i, g in enumerate(gains[k]):
+            s = max(0.0, s + g)
+            expected[k, i] = s
+    np.testing.assert_allclose(cusum_paths(gains, start), expected, atol=1e-12)

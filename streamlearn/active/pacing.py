@@ -27,6 +27,8 @@ import math
 
 import numpy as np
 
+from streamlearn.optim.cusum import cusum_paths
+
 # Nats: the most one answer adds. A confident prediction's label flipped by noise would
 # otherwise count ~10 nats alone; log(0.5 / 0.025) is the most a coin can gain over a model
 # whose labels are 5% noise.
@@ -115,17 +117,22 @@ class BudgetPacer:
         if self.surge_left > 0:
             self.evidence = 0.0
             return False
-        e, coin, h = self.evidence, self.coin_loss, self.alarm_nats
-        for v in np.asarray(loss, dtype=np.float64).tolist():
-            if math.isfinite(v):
-                e = max(0.0, e + min(v, _CAP) - coin)
-                if e > h:
-                    self.evidence = 0.0
-                    if self.bank >= 0.0:
-                        self.surge_left = self.surge_events
-                    return True
-        self.evidence = e
+        v = np.asarray(loss, dtype=np.float64)
+        v = v[np.isfinite(v)]
+        if not len(v):
+            return False
+        path = cusum_paths((np.minimum(v, _CAP) - self.coin_loss)[None], np.array([self.evidence]))
+        if (path[0] > self.alarm_nats).any():
+            self.evidence = 0.0
+            if self.bank >= 0.0:
+                self.start_surge(self.surge_events)
+            return True
+        self.evidence = float(path[0, -1])
         return False
+
+    def start_surge(self, events: int) -> None:
+        """The maximum share for the next ``events`` events (or until the bank is spent)."""
+        self.surge_left = events
 
     def boost(self) -> float:
         """``fast / slow`` loss within ``[1 / max_boost, max_boost]`` (1 before any loss),
