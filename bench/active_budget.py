@@ -65,7 +65,7 @@ def run_one(
     budget: float,
     *,
     delay_events: int,
-    poll_events: int = 100,
+    poll_events: int | None = None,
     seed: int,
     extra: dict[str, Any] | None = None,
     loop_class: Any = None,
@@ -98,7 +98,8 @@ def run_one(
         pacing = {"enabled": policy != "random"}
         over["active"] = {"enabled": True, "policy": policy, "budget": budget, "pacing": pacing}
     over.setdefault("model", {})["seed"] = seed
-    over.setdefault("source", {})["batch_size"] = poll_events
+    # Polls no longer than the delay: an answer is then learned the poll after it is due.
+    over.setdefault("source", {})["batch_size"] = poll_events or max(1, delay_events)
     cfg = load_config(overrides=_merge(over, extra or {}), env={})
     correct: list[float] = []
 
@@ -170,8 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cells: list[tuple[str, str | None, float]] = [(s, None, 1.0) for s in streams]
     cells += [(s, p, b) for s in streams for b in budgets for p in policies]
     runs: list[dict[str, Any]] = []
-    delay = args.delay_events
-    poll = args.poll_events or max(1, delay)
+    delay, poll = args.delay_events, args.poll_events
     for s, p, b in tqdm(cells, desc="runs", file=sys.stderr):
         for seed in range(args.seeds):
             runs.append(
@@ -182,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(public, indent=1))
     print(
         f"Labels withheld, asked by the daemon, answered by an oracle after "
-        f"{delay} events (polls of {poll}); accuracy over every event; median of "
+        f"{delay} events (polls of {poll or max(1, delay)}); accuracy over every event; median of "
         f"{args.seeds} seeds.\n"
     )
     print("| stream | policy | budget | labels spent | accuracy | 2nd half acc. | lambda | s |")
