@@ -1,5 +1,8 @@
 """Background re-meta-training: a job improves held-out loss; the daemon hot-swaps it."""
 
+import multiprocessing
+import os
+import signal
 import time
 
 import numpy as np
@@ -12,7 +15,7 @@ from streamlearn.io.synthetic import build_family
 from streamlearn.meta.maml import InnerRule, MetaParams
 from streamlearn.meta.offline import OfflineSettings, build_buffers
 from streamlearn.meta.tasks import TaskBuffer
-from streamlearn.meta.trainer import BackgroundMetaTrainer, Job, run_job
+from streamlearn.meta.trainer import BackgroundMetaTrainer, Job, Outcome, run_job
 from streamlearn.model import ModelSpec
 from tests.helpers import sample
 
@@ -89,3 +92,45 @@ def test_daemon_promotes_a_background_candidate_and_predictions_carry_its_versio
     finally:
         assert daemon.meta_trainer is not None
         daemon.meta_trainer.close()
+
+
+def _worker_and_wait(trainer: BackgroundMetaTrainer) -> Outcome:
+    deadline = time.monotonic() + 120
+    while (out := trainer.result()) is None:
+        assert time.monotonic() < deadline, "the job did not finish in 120 s"
+        time.sleep(0.05)
+    return out
+
+
+def test_the_worker_ignores_group_stop_signals_and_close_ends_it_at_once():
+    """Ctrl-C, ``timeout`` and systemd signal the daemon's whole process group: the worker
+    must live on for the daemon to drain (a dead worker was logged as a failed run), and
+    the daemon's close must end it even in the middle of a job."""
+    import torch
+
+    spec = ModelSpec(8)
+    buf = _buffer()
+    start = MetaParams(torch.zeros(9), torch.zeros(9))
+    cfg = MetaConfig(steps=30, support=5, query=5, held_out_tasks=20, device="cpu")
+    trainer = BackgroundMetaTrainer(cfg, spec, InnerRule(steps=1, lam=0.01))
+    try:
+        assert trainer.start(buf, start, 0)
+        _worker_and_wait(trainer)  # the worker is up: its initializer has run
+        (worker,) = multiprocessing.active_children()
+        assert worker.pid is not None
+        assert trainer.start(buf, start, 0)
+        os.kill(worker.pid, signal.SIGINT)
+        os.kill(worker.pid, signal.SIGTERM)
+        out = _worker_and_wait(trainer)  # the job finished; no BrokenProcessPool
+        assert out.loss_after > 0
+        assert worker.is_alive()
+
+        trainer.cfg = cfg.model_copy(update={"steps": 10**7})  # a job that would run for hours
+        assert trainer.start(buf, start, 0)
+        time.sleep(0.5)
+        trainer.close()
+        assert not worker.is_alive()
+        assert not trainer.running
+        assert multiprocessing.active_children() == []
+    finally:
+        trainer.close()
