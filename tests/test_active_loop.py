@@ -482,8 +482,10 @@ def test_active_config_errors_name_the_setting():
 def test_pacing_spends_more_after_a_drift_and_holds_the_budget():
     """With pacing, the share queried rises well above the budget after a drift (the random,
     explored answers' loss jumps) and the whole run spends no more than the budget."""
+    # No warm-up: at this stream's length its debt would still be paid back at the drift
+    # (the warm-up has its own test below).
     d, reg, sink = _run_on_drifting_family(
-        16_000, 0.02, {"budget": 0.1, "pacing": {"bank_events": 3000}}
+        16_000, 0.02, {"budget": 0.1, "pacing": {"bank_events": 3000, "warmup_events": 0}}
     )
     asked = np.array([int(q.event_id) for q in sink.recent_queries])
     before = int(((asked >= 8000) & (asked < 10_000)).sum())
@@ -499,6 +501,40 @@ def test_pacing_spends_more_after_a_drift_and_holds_the_budget():
     assert sample(reg, "streamlearn_label_bank") == pytest.approx(pacer.bank)
     # The drift raised a surge (the answers' loss over a coin's passed alarm_nats).
     assert sample(reg, "streamlearn_label_surges_total") >= 1
+
+
+def test_the_warm_up_asks_at_the_maximum_share_first_and_the_run_holds_the_budget():
+    pacing = {"warmup_events": 1000, "bank_events": 2000, "surge_events": 0}
+    _, reg, sink = _run_on_drifting_family(20_000, 0.02, {"budget": 0.05, "pacing": pacing})
+    asked = np.array([int(q.event_id) for q in sink.recent_queries])
+    first = int((asked < 1000).sum())
+    later = int(((asked >= 1000) & (asked < 3000)).sum())
+    print(f"queries: {first} in the first 1,000 events, {later} in the next 2,000; {len(asked)}")
+    # The target is the maximum share (budget x max_boost = 20%); the threshold's controller
+    # takes some of the 1,000 events to get there from the budget.
+    assert first > 2 * 0.05 * 1000
+    assert later < 0.05 * 2000  # paying the warm-up back
+    assert len(asked) <= 0.05 * 20_000 * 1.02
+    assert sample(reg, "streamlearn_label_bank") > -0.05 * 2000 / 2  # mostly paid back
+
+
+@pytest.mark.parametrize("restart", [True, False])
+def test_an_alarm_restarts_the_shared_steps_unless_told_not_to(monkeypatch, restart):
+    from streamlearn.shared import SharedWeights
+
+    calls: list[bool] = []
+    original = SharedWeights.restart
+
+    def counted(self, start=None):
+        calls.append(start is None)
+        original(self, start)
+
+    monkeypatch.setattr(SharedWeights, "restart", counted)
+    pacing = {"bank_events": 3000, "warmup_events": 0, "restart_shared": restart}
+    _, reg, _ = _run_on_drifting_family(16_000, 0.02, {"budget": 0.1, "pacing": pacing})
+    surges = sample(reg, "streamlearn_label_surges_total")
+    assert surges >= 1
+    assert sum(calls) == (surges if restart else 0)
 
 
 def test_at_a_tight_budget_drifts_raise_surges_and_a_returning_concept_is_recalled():

@@ -1,5 +1,6 @@
-"""The pacer's surges (streamlearn.active.pacing): the alarm's CUSUM by hand, the surge's
-share and length, the bank's limits on it, and its state."""
+"""The pacer's surges and warm-up (streamlearn.active.pacing): the alarm's CUSUM by hand,
+the surge's share and length, the bank's limits on it, the warm-up's share and its payback,
+and their state."""
 
 import math
 
@@ -82,6 +83,45 @@ def test_the_surge_state_survives_a_checkpoint_and_old_states_load():
     old = {"fast": 0.3, "slow": 0.3, "bank": 2.0}  # a checkpoint from before surges
     copy.load_state_dict(old)
     assert (copy.evidence, copy.surge_left) == (0.0, 0)
+
+
+def test_the_warm_up_asks_at_the_maximum_share_borrows_and_pays_back():
+    pacer = _pacer(warmup_events=300, bank_events=1000)
+    assert pacer.share() == pytest.approx(0.05 * 4.0)  # before any answer
+    assert not pacer.alarm(np.full(10, 3.0))  # a new model's misses are no drift
+    assert pacer.evidence == 0.0
+    for _ in range(3):  # three polls of 100 events at the maximum share
+        pacer.spend(events=100, queried=20)
+    assert pacer.warmup_left == 0
+    assert pacer.bank == pytest.approx(300 * 0.05 - 60)  # 45 labels borrowed, no cap below
+    assert pacer.surge_left == 0
+    assert pacer.alarm(np.full(2, 3.0))  # the alarm works again; in debt, no surge
+    assert pacer.surge_left == 0
+    # Paid back: the share below the budget while in debt; the long-run share -> budget.
+    events, queried, carry = 300, 60, 0.0
+    for _ in range(400):
+        share = pacer.share()
+        assert share < 0.05 or pacer.bank >= 0
+        carry += share * 100
+        asked = int(carry)
+        carry -= asked
+        pacer.spend(events=100, queried=asked)
+        events, queried = events + 100, queried + asked
+    assert pacer.bank > -1.0
+    assert queried / events == pytest.approx(0.05, abs=0.002)
+
+
+def test_the_warm_up_is_in_the_state_and_a_resumed_daemon_does_not_repeat_it():
+    pacer = _pacer(warmup_events=300)
+    pacer.spend(events=100, queried=20)
+    copy = _pacer(warmup_events=300)
+    copy.load_state_dict(pacer.state_dict())
+    assert copy.warmup_left == 200
+    copy.load_state_dict({"fast": 0.3, "slow": 0.3, "bank": 2.0})  # from before warm-ups
+    assert copy.warmup_left == 0
+    assert _pacer(warmup_events=0).share() == pytest.approx(0.05)
+    with pytest.raises(ValueError, match=r"active\.pacing\.warmup_events"):
+        _pacer(warmup_events=-1)
 
 
 def test_cusum_paths_equal_the_recursion_row_by_row():

@@ -80,6 +80,7 @@ class ActiveLearning:
                 surge_events=pc.surge_events,
                 alarm_nats=pc.alarm_nats,
                 coin_loss=learner.spec.coin_loss,
+                warmup_events=pc.warmup_events,
             )
             if pc.enabled
             else None
@@ -223,7 +224,9 @@ class ActiveLearning:
             # on the settled concept's small gradients (bench/active_ceiling.py: surges
             # with this restart took family100 at 5% from 0.834 to 0.841; at the true
             # drift times, 0.847).
-            if self.learner.shared is not None:
+            # Off (restart_shared) for streams whose alarms are hard stretches rather than
+            # new concepts: on elec (one key) the restarts cost 0.006 at a 5% budget.
+            if self.learner.shared is not None and c.pacing.restart_shared:
                 self.learner.shared.restart()
             self.metrics.label_surges.inc()
 

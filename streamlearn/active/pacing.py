@@ -19,6 +19,13 @@ events, or until the labels saved in the bank are spent. Every label counts in p
 to how sure its prediction was: an answer to an uncertain query (p near 0.5) adds about
 nothing, a confident miss adds up to ``_CAP`` nats. bench/active_ceiling.py measures what
 surges are worth on family100 at 5%, at the true drift times and on this detector.
+
+A **warm-up** starts the stream the same way: the first ``warmup_events`` events at the
+maximum share. A new model knows nothing, so its first labels teach it the most, and an
+uncertainty policy's picks are no better than random then. This one borrows: the bank
+pays it back over the next ``bank_events`` or so (bench/active_budget.py's runs, 10 seeds,
+uncertainty at 5%, 3,000 events: elec 0.7519 -> 0.7562, family100 0.8433 -> 0.8436). A
+daemon that resumes from a checkpoint does not warm up again.
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ class BudgetPacer:
         surge_events: int = 0,
         alarm_nats: float = 8.0,
         coin_loss: float | None = None,
+        warmup_events: int = 0,
     ) -> None:
         if max_boost < 1.0:
             raise ValueError(f"active.pacing.max_boost must be >= 1, got {max_boost}")
@@ -74,6 +82,8 @@ class BudgetPacer:
             raise ValueError(f"active.pacing.bank_events must be >= 1, got {bank_events}")
         if surge_events < 0:
             raise ValueError(f"active.pacing.surge_events must be >= 0, got {surge_events}")
+        if warmup_events < 0:
+            raise ValueError(f"active.pacing.warmup_events must be >= 0, got {warmup_events}")
         if alarm_nats <= 0:
             raise ValueError(f"active.pacing.alarm_nats must be > 0, got {alarm_nats}")
         self.budget = budget
@@ -90,6 +100,7 @@ class BudgetPacer:
         self.coin_loss = coin_loss if coin_loss is not None else 0.0
         self.evidence = 0.0  # CUSUM of log loss - coin_loss over the answers
         self.surge_left = 0  # events left at the maximum share
+        self.warmup_left = warmup_events  # events of the start left at the maximum share
 
     @property
     def scale(self) -> float:
@@ -114,7 +125,7 @@ class BudgetPacer:
         re-learning, and its misses then say nothing new."""
         if not self.surge_events:
             return False
-        if self.surge_left > 0:
+        if self.surge_left > 0 or self.warmup_left > 0:
             self.evidence = 0.0
             return False
         v = np.asarray(loss, dtype=np.float64)
@@ -136,8 +147,8 @@ class BudgetPacer:
 
     def boost(self) -> float:
         """``fast / slow`` loss within ``[1 / max_boost, max_boost]`` (1 before any loss),
-        ``max_boost`` during a surge."""
-        if self.surge_left > 0:
+        ``max_boost`` during a surge or the warm-up."""
+        if self.surge_left > 0 or self.warmup_left > 0:
             return self.max_boost
         if math.isnan(self.fast) or self.slow <= 0:
             return 1.0
@@ -155,7 +166,8 @@ class BudgetPacer:
     def spend(self, *, events: int, queried: int) -> None:
         """Account one poll: ``events`` unlabelled events seen, ``queried`` of them asked."""
         self.bank = min(self.bank + self.budget * events - queried, self.scale)
-        # A surge ends early once the savings are spent.
+        # The warm-up borrows; a surge ends early once the savings are spent.
+        self.warmup_left = max(self.warmup_left - events, 0)
         self.surge_left = max(self.surge_left - events, 0) if self.bank > 0.0 else 0
 
     def state_dict(self) -> dict[str, float]:
@@ -165,6 +177,7 @@ class BudgetPacer:
             "bank": self.bank,
             "evidence": self.evidence,
             "surge_left": self.surge_left,
+            "warmup_left": self.warmup_left,
         }
 
     def load_state_dict(self, state: dict[str, float]) -> None:
@@ -173,3 +186,5 @@ class BudgetPacer:
         self.bank = float(state["bank"])
         self.evidence = float(state.get("evidence", 0.0))  # absent before surges
         self.surge_left = int(state.get("surge_left", 0))
+        # A state from before warm-ups is a daemon that has run: no warm-up left.
+        self.warmup_left = int(state.get("warmup_left", 0))
