@@ -4,6 +4,7 @@ import multiprocessing
 import os
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 from prometheus_client import CollectorRegistry
@@ -134,3 +135,49 @@ def test_the_worker_ignores_group_stop_signals_and_close_ends_it_at_once():
         assert multiprocessing.active_children() == []
     finally:
         trainer.close()
+
+
+_ORPHAN = """
+import sys, time, multiprocessing
+import numpy as np, torch
+sys.path.insert(0, {root!r})
+from tests.test_meta_trainer import _buffer
+from streamlearn.config import MetaConfig
+from streamlearn.meta.maml import InnerRule, MetaParams
+from streamlearn.meta.trainer import BackgroundMetaTrainer
+from streamlearn.model import ModelSpec
+cfg = MetaConfig(steps=10**7, support=5, query=5, held_out_tasks=20, device="cpu")
+t = BackgroundMetaTrainer(cfg, ModelSpec(8), InnerRule(steps=1, lam=0.01))
+t.start(_buffer(), MetaParams(torch.zeros(9), torch.zeros(9)), 0)
+while not multiprocessing.active_children():
+    time.sleep(0.05)
+time.sleep(2)  # the worker's initializer has run
+print(multiprocessing.active_children()[0].pid, flush=True)
+import os; os._exit(0)  # dies without closing: as under an OOM kill
+"""
+
+
+def test_a_worker_does_not_outlive_a_daemon_that_died(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    out = tmp_path / "out.txt"  # a file, not a pipe: a worker left behind would hold a pipe
+    with out.open("w") as f:
+        res = subprocess.run(
+            [sys.executable, "-c", _ORPHAN.format(root=str(ROOT))],
+            stdout=f, stderr=subprocess.STDOUT, timeout=120, check=False,
+        )  # fmt: skip
+    assert res.returncode == 0, out.read_text()[-2000:]
+    pid = int(out.read_text().split()[-1])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:  # gone, or a zombie waiting for init to reap it
+            if "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text():
+                return
+        except FileNotFoundError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    raise AssertionError(f"the worker {pid} outlived its parent by 30 s")

@@ -14,9 +14,11 @@ it beats the current one by ``meta.min_improvement``; new keys and later resets 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from streamlearn.meta.tasks import TaskBuffer, TaskSnapshot
 from streamlearn.model import ModelSpec
 
 WORKER_NICENESS = 10
+_PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,16 @@ def _yield_to_the_stream() -> None:
     It also ignores SIGINT and SIGTERM: its parent owns its lifetime. Ctrl-C in a terminal,
     ``timeout`` and systemd signal the whole process group; the worker dying there before
     the daemon drained made a clean stop log an ERROR and count a failed run. The daemon
-    ends the worker itself (:meth:`BackgroundMetaTrainer.close`)."""
+    ends the worker itself (:meth:`BackgroundMetaTrainer.close`), and on Linux the kernel
+    kills it if the daemon dies first (an OOM kill, say), so it is never left behind."""
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICENESS)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def run_job(job: Job) -> Outcome:
