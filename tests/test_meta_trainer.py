@@ -152,7 +152,7 @@ t.start(_buffer(), MetaParams(torch.zeros(9), torch.zeros(9)), 0)
 while not multiprocessing.active_children():
     time.sleep(0.05)
 time.sleep(2)  # the worker's initializer has run
-print(multiprocessing.active_children()[0].pid, flush=True)
+open({pidfile!r}, "w").write(str(multiprocessing.active_children()[0].pid))
 import os; os._exit(0)  # dies without closing: as under an OOM kill
 """
 
@@ -163,14 +163,16 @@ def test_a_worker_does_not_outlive_a_daemon_that_died(tmp_path):
 
     from tests.helpers import ROOT
 
-    out = tmp_path / "out.txt"  # a file, not a pipe: a worker left behind would hold a pipe
+    # Output to a file, not a pipe (a worker left behind would hold a pipe open); the pid in
+    # a file of its own (the worker writes its warnings to the same output).
+    out, pidfile = tmp_path / "out.txt", tmp_path / "worker.pid"
     with out.open("w") as f:
         res = subprocess.run(
-            [sys.executable, "-c", _ORPHAN.format(root=str(ROOT))],
+            [sys.executable, "-c", _ORPHAN.format(root=str(ROOT), pidfile=str(pidfile))],
             stdout=f, stderr=subprocess.STDOUT, timeout=120, check=False,
         )  # fmt: skip
     assert res.returncode == 0, out.read_text()[-2000:]
-    pid = int(out.read_text().split()[-1])
+    pid = int(pidfile.read_text())
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:  # gone, or a zombie waiting for init to reap it
