@@ -198,6 +198,63 @@ def test_shared_weights_step_is_adagrad_on_the_mean_gradient_and_moves_every_key
     np.testing.assert_array_equal(learner.theta0.numpy(), np.zeros(3))
 
 
+def test_an_alarms_restart_ramps_the_accumulator_back_over_its_memory():
+    """forgetting 0.75 remembers 4 steps: after the restart the accumulator is at least
+    1/4, 2/4, 3/4 and 4/4 of the old one at steps 1-4, then follows RMSprop alone.
+    Hand-solved with a gradient of 0.1 (g^2 = 0.01)."""
+    from streamlearn.shared import SharedWeights
+
+    s = SharedWeights(
+        np.zeros(1, dtype=np.float32), rate=0.1, initial_accumulator=0.1, forgetting=0.75
+    )
+    s.accum = np.array([8.0], dtype=np.float32)
+    g = np.array([[0.1]], dtype=np.float32)
+    s.restart(ramp=True)
+    assert s.accum[0] == pytest.approx(0.1)
+    expected, plain = [], 0.1
+    for t in range(1, 7):
+        plain = 0.75 * plain + 0.01
+        if t <= 4:
+            plain = max(plain, 8.0 * t / 4)
+        expected.append(plain)
+    got = []
+    for _ in range(6):
+        s.accumulate(g)
+        s.step(np.zeros(1, dtype=np.float32))
+        got.append(float(s.accum[0]))
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert got[:4] == pytest.approx([2.0, 4.0, 6.0, 8.0])
+    assert got[4] == pytest.approx(0.75 * 8.0 + 0.01)  # the ramp is over: RMSprop alone
+
+    # Mid-ramp, the state goes through a checkpoint; a plain restart has no ramp.
+    s.restart(ramp=True)
+    s.accumulate(g)
+    s.step(np.zeros(1, dtype=np.float32))
+    copy = SharedWeights(
+        np.zeros(1, dtype=np.float32), rate=0.1, initial_accumulator=0.1, forgetting=0.75
+    )
+    copy.load_state_dict(s.state_dict())
+    for w in (s, copy):
+        w.accumulate(g)
+        w.step(np.zeros(1, dtype=np.float32))
+    assert copy.accum[0] == pytest.approx(s.accum[0])
+    old_state = {k: v for k, v in s.state_dict().items() if not k.startswith("ramp")}
+    copy.load_state_dict(old_state)  # from before the ramp: none under way
+    s.restart()
+    for w in (s, copy):
+        w.accumulate(g)
+        w.step(np.zeros(1, dtype=np.float32))
+    assert s.accum[0] == pytest.approx(0.75 * 0.1 + 0.01)
+    plain_adagrad = SharedWeights(
+        np.zeros(1, dtype=np.float32), rate=0.1, initial_accumulator=0.1, forgetting=1.0
+    )
+    plain_adagrad.accum[:] = 8.0
+    plain_adagrad.restart(ramp=True)
+    plain_adagrad.accumulate(g)
+    plain_adagrad.step(np.zeros(1, dtype=np.float32))
+    assert plain_adagrad.accum[0] == pytest.approx(0.11)  # remembers everything: no ramp
+
+
 def test_shared_steps_at_round_ends_every_step_labels_labels_whatever_the_poll_size():
     """A step at the first round end after ``step_labels`` labels, the labels adding up over
     polls: eight single-label polls and one poll of eight keys (one round) end in the same
@@ -525,9 +582,9 @@ def test_an_alarm_restarts_the_shared_steps_unless_told_not_to(monkeypatch, rest
     calls: list[bool] = []
     original = SharedWeights.restart
 
-    def counted(self, start=None):
+    def counted(self, start=None, **kw):
         calls.append(start is None)
-        original(self, start)
+        original(self, start, **kw)
 
     monkeypatch.setattr(SharedWeights, "restart", counted)
     pacing = {"bank_events": 3000, "warmup_events": 0, "restart_shared": restart}

@@ -227,7 +227,7 @@ class ActiveLearning:
             # Off (restart_shared) for streams whose alarms are hard stretches rather than
             # new concepts: on elec (one key) the restarts cost 0.006 at a 5% budget.
             if self.learner.shared is not None and c.pacing.restart_shared:
-                self.learner.shared.restart()
+                self.learner.shared.restart(ramp=True)
             self.metrics.label_surges.inc()
 
     def _expire(self, now: float) -> None:
