@@ -10,7 +10,7 @@ events late:
 
 - **react**: the pacer queries at its maximum share (``active.pacing.max_boost`` times the
   budget, drawn at random) for ``--surge`` events, paid back from its bank afterwards, and
-  the shared model's accumulator restarts (large steps again).
+  the shared model's accumulator restarts (large steps again, ramping back as on an alarm).
 - **recall**: at a drift into a concept seen before, the shared weights go back to those
   the stream had shortly before that concept's last segment ended (every key moves by the
   same shift, keeping its own offset).
@@ -103,7 +103,7 @@ def oracle_loop(*, react: bool, recall: bool, delay: int, surge: int) -> type[Lo
                 learner.shift_shared(self.kept[concept] - learner.theta0.numpy())
                 return
             if react:
-                learner.shared.restart()
+                learner.shared.restart(ramp=True)  # as the daemon's alarm does
                 self.daemon.active.pacer.start_surge(surge)
 
     return OracleLoop

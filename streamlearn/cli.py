@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -275,6 +276,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger().setLevel(cfg.service.log_level)
     if cfg.service.log_level != "DEBUG":  # kafka-python narrates every connection at INFO
         logging.getLogger("kafka").setLevel(logging.WARNING)
+        # torch's own forward-mode AD loads its decompositions through torch.jit.script on
+        # the first jvp and warns about it at every start; nothing an operator can act on.
+        warnings.filterwarnings(
+            "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
+        )
     if args.command == "config":
         print(yaml.safe_dump(dump_config(cfg), sort_keys=False), end="")
         return 0

@@ -175,7 +175,7 @@ class PacingConfig(_Strict):
     # The first events at the maximum share, paid back by the bank: a new model's first
     # labels teach it the most (0: none; not again after a resume from a checkpoint).
     warmup_events: Annotated[int, Field(ge=0)] = 3000
-    # An alarm restarts the shared model's accumulator (family100 at 5%: +0.003); elec, one
+    # An alarm restarts the shared model's accumulator (family100 at 5%: +0.006); elec, one
     # key whose alarms are hard stretches, not new concepts, does better without (+0.006).
     restart_shared: bool = True
 
