@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import time
 
@@ -29,6 +28,7 @@ from streamlearn.io.synthetic import build_family
 from streamlearn.meta.distributed import World, leave
 from streamlearn.meta.offline import MetaResult, OfflineSettings, build_buffers, meta_train
 from streamlearn.model import ModelSpec
+from tests.helpers import free_tcp_port
 
 
 def main() -> int:
@@ -46,10 +46,8 @@ def main() -> int:
     spec = ModelSpec(cfg.model.n_features, "binary", hidden=tuple(args.hidden))
     theta0 = spec.init(seed=0, kind="normal" if args.hidden else "zeros", scale=0.5)
     world = World(rank=0, size=1, local_rank=0)
-    with socket.socket() as sock:  # a free port for the process group's rendezvous
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    # The process group's rendezvous, on a free port.
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_tcp_port()))
 
     def once(w: World | None) -> tuple[MetaResult, float]:
         if torch.cuda.is_available():

@@ -103,6 +103,11 @@ class BudgetPacer:
         self.warmup_left = warmup_events  # events of the start left at the maximum share
 
     @property
+    def at_maximum(self) -> bool:
+        """In a surge or the warm-up: the maximum share, and no alarm."""
+        return self.surge_left > 0 or self.warmup_left > 0
+
+    @property
     def scale(self) -> float:
         return max(self.budget * self.bank_events, 1.0)
 
@@ -125,7 +130,7 @@ class BudgetPacer:
         re-learning, and its misses then say nothing new."""
         if not self.surge_events:
             return False
-        if self.surge_left > 0 or self.warmup_left > 0:
+        if self.at_maximum:
             self.evidence = 0.0
             return False
         v = np.asarray(loss, dtype=np.float64)
@@ -148,7 +153,7 @@ class BudgetPacer:
     def boost(self) -> float:
         """``fast / slow`` loss within ``[1 / max_boost, max_boost]`` (1 before any loss),
         ``max_boost`` during a surge or the warm-up."""
-        if self.surge_left > 0 or self.warmup_left > 0:
+        if self.at_maximum:
             return self.max_boost
         if math.isnan(self.fast) or self.slow <= 0:
             return 1.0
