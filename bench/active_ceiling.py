@@ -70,8 +70,8 @@ def oracle_loop(*, react: bool, recall: bool, delay: int, surge: int) -> type[Lo
                 loop = self
 
                 class Recording(BudgetPacer):
-                    def alarm(self, loss: np.ndarray) -> bool:
-                        raised = super().alarm(loss)
+                    def alarm(self, loss: np.ndarray, keys: Any = None) -> bool:
+                        raised = super().alarm(loss, keys)
                         if raised:
                             loop.alarms.append(loop._events)
                         return raised

@@ -175,9 +175,12 @@ class PacingConfig(_Strict):
     # The first events at the maximum share, paid back by the bank: a new model's first
     # labels teach it the most (0: none; not again after a resume from a checkpoint).
     warmup_events: Annotated[int, Field(ge=0)] = 3000
-    # An alarm restarts the shared model's accumulator (family100 at 5%: +0.006); elec, one
-    # key whose alarms are hard stretches, not new concepts, does better without (+0.006).
+    # An alarm restarts the shared model's accumulator (family100 at 5%: +0.006) unless
+    # one key carried more than restart_key_share of its evidence (one key's hard stretch,
+    # not a drift of the population: elec, one key, does better without). Not 0.5: an
+    # alarm's run is a few answers, and one of the family's may carry 0.57 of it.
     restart_shared: bool = True
+    restart_key_share: Probability = 0.75
 
     @model_validator(mode="after")
     def _fast_below_slow(self) -> PacingConfig:

@@ -272,7 +272,7 @@ class Daemon:
             a = self.cfg.active
             detect = joined.explored if a.explore > 0 and a.policy != "random" else None
             loss = prediction_loss(self.spec, p, b.y)
-            self.active.observe_answers(loss, joined.explored)
+            self.active.observe_answers(loss, joined.explored, b.keys)
             self.outcomes.record(b.keys, res.x_std, b.y.astype(np.float64), p, loss, detect)
             self._step_metrics(res)
         return dead

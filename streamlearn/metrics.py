@@ -351,7 +351,13 @@ class Metrics:
             "streamlearn_label_surges",
             "Surges of queries: the answers said the model does no better than a coin "
             "(active.pacing.alarm_nats), so the pacer queried at its maximum share for "
-            "active.pacing.surge_events events and the shared model's steps restarted.",
+            "active.pacing.surge_events events (when the bank allows).",
+            registry=r,
+        )
+        self.shared_restarts = Counter(
+            "streamlearn_shared_restarts",
+            "Restarts of the shared model's steps on a surge's alarm: no one key carried "
+            "more than active.pacing.restart_key_share of its evidence.",
             registry=r,
         )
         self.label_bank = gauge(

@@ -575,8 +575,15 @@ def test_the_warm_up_asks_at_the_maximum_share_first_and_the_run_holds_the_budge
     assert sample(reg, "streamlearn_label_bank") > -0.05 * 2000 / 2  # mostly paid back
 
 
-@pytest.mark.parametrize("restart", [True, False])
-def test_an_alarm_restarts_the_shared_steps_unless_told_not_to(monkeypatch, restart):
+@pytest.mark.parametrize(
+    ("restart", "n_keys", "segment"), [(True, 20, 10_000), (False, 20, 10_000), (True, 1, 4000)]
+)
+def test_an_alarm_restarts_the_shared_steps_for_a_drift_of_many_keys(
+    monkeypatch, restart, n_keys, segment
+):
+    """20 keys drift together: their alarms restart the shared model's steps (unless told
+    not to). One key (drifting more often, for alarms in a short stream): its misses are
+    its own, and the shared steps stay as they are."""
     from streamlearn.shared import SharedWeights
 
     calls: list[bool] = []
@@ -588,10 +595,18 @@ def test_an_alarm_restarts_the_shared_steps_unless_told_not_to(monkeypatch, rest
 
     monkeypatch.setattr(SharedWeights, "restart", counted)
     pacing = {"bank_events": 3000, "warmup_events": 0, "restart_shared": restart}
-    _, reg, _ = _run_on_drifting_family(16_000, 0.02, {"budget": 0.1, "pacing": pacing})
+    _, reg, _ = _run_on_drifting_family(
+        16_000,
+        0.02,
+        {"budget": 0.1, "pacing": pacing},
+        synthetic={"n_keys": n_keys, "segment_length": segment},
+    )
     surges = sample(reg, "streamlearn_label_surges_total")
+    restarts = sample(reg, "streamlearn_shared_restarts_total")
+    print(f"{n_keys} keys: {surges:.0f} alarms, {restarts:.0f} restarts")
     assert surges >= 1
-    assert sum(calls) == (surges if restart else 0)
+    assert sum(calls) == restarts
+    assert (restarts >= 1) if restart and n_keys > 1 else restarts == 0
 
 
 def test_at_a_tight_budget_drifts_raise_surges_and_a_returning_concept_is_recalled():

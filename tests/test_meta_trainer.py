@@ -130,10 +130,13 @@ def test_the_worker_ignores_group_stop_signals_and_close_ends_it_at_once():
         assert trainer.start(buf, start, 0)
         time.sleep(0.5)
         trainer.close()
-        # The executor's own thread may reap the killed worker at the same moment (then a
-        # poll of it can miss the exit once, seen in CI): wait on it, boundedly. The job
+        # The executor's own thread may reap the killed worker at the same moment: our
+        # waitpid then fails (ECHILD) and reads "no exit code" until that thread has stored
+        # it (seen in CI, and once locally after a join). Wait for it, boundedly; the job
         # alone would run for hours.
-        worker.join(timeout=30)
+        deadline = time.monotonic() + 30
+        while worker.exitcode is None and time.monotonic() < deadline:
+            worker.join(timeout=0.05)
         assert worker.exitcode is not None
         assert not trainer.running
         assert multiprocessing.active_children() == []

@@ -85,6 +85,58 @@ def test_the_surge_state_survives_a_checkpoint_and_old_states_load():
     assert (copy.evidence, copy.surge_left) == (0.0, 0)
 
 
+def test_an_alarm_says_how_much_of_its_evidence_one_key_carried():
+    g = 1.5 - LOG2  # 0.8069 nats an answer
+    pacer = _pacer()
+    pacer.bank = -1.0  # in debt: alarms but no surges, whose evidence would wait at 0
+    assert pacer.alarm(np.full(3, 1.5), ["a", "b", "c"])  # 0.81, 1.61, 2.42 > 2
+    assert pacer.alarm_key_share == pytest.approx(1 / 3)
+    # Evidence carried over polls counts for its key; c's miss passes the threshold.
+    assert not pacer.alarm(np.array([1.5]), ["a"])
+    assert pacer.alarm(np.array([0.1, 3.0]), ["b", "c"])
+    total = g + (0.1 - LOG2) + (3.0 - LOG2)
+    assert pacer.alarm_key_share == pytest.approx((3.0 - LOG2) / total)  # 0.915
+    # A run that fell back to 0 starts again: a's earlier answer is no part of the alarm.
+    assert pacer.alarm(np.array([1.5, 0.0, 0.0, 3.0]), ["a", "b", "b", "c"])
+    assert pacer.alarm_key_share == 1.0
+    # Answers after the crossing belong to no run (the evidence is 0 after an alarm).
+    assert pacer.alarm(np.array([3.0, 3.0, 3.0]), ["a", "b", "c"])
+    assert pacer.alarm_key_share == 1.0
+    assert pacer.evidence == 0.0
+    # Without keys nothing says the evidence was spread.
+    assert pacer.alarm(np.full(3, 1.5))
+    assert pacer.alarm_key_share == 1.0
+
+
+def test_keys_past_the_kept_ones_are_pooled_and_no_key_of_their_own(monkeypatch):
+    from streamlearn.active import pacing
+
+    monkeypatch.setattr(pacing, "_RUN_KEYS", 2)
+    pacer = _pacer(alarm_nats=3.0)
+    # a and b are kept; c's two answers are pooled: 0.81 of 3.23 nats, not c's 1.61.
+    assert pacer.alarm(np.full(4, 1.5), ["a", "b", "c", "c"])
+    assert pacer.alarm_key_share == pytest.approx(0.25)
+
+
+def test_an_alarms_run_survives_a_checkpoint():
+    import io
+
+    import torch
+
+    pacer = _pacer()
+    assert not pacer.alarm(np.array([1.5]), ["a"])
+    buffer = io.BytesIO()
+    torch.save(pacer.state_dict(), buffer)  # as a checkpoint stores it, and loads it back
+    buffer.seek(0)
+    copy = _pacer()
+    copy.load_state_dict(torch.load(buffer, weights_only=True))
+    assert copy.alarm(np.array([1.5, 1.5]), ["b", "c"])
+    assert copy.alarm_key_share == pytest.approx(1 / 3)
+    copy.load_state_dict({"fast": 0.3, "slow": 0.3, "bank": 2.0, "evidence": 1.0})  # older
+    assert copy.alarm(np.array([1.5, 1.5]), ["b", "c"])  # the 1.0 nat run is nobody's
+    assert copy.alarm_key_share == pytest.approx((1.5 - LOG2) / (1.0 + 2 * (1.5 - LOG2)))
+
+
 def test_the_warm_up_asks_at_the_maximum_share_borrows_and_pays_back():
     pacer = _pacer(warmup_events=300, bank_events=1000)
     assert pacer.share() == pytest.approx(0.05 * 4.0)  # before any answer

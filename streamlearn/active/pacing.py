@@ -19,6 +19,11 @@ events, or until the labels saved in the bank are spent. Every label counts in p
 to how sure its prediction was: an answer to an uncertain query (p near 0.5) adds about
 nothing, a confident miss adds up to ``_CAP`` nats. bench/active_ceiling.py measures what
 surges are worth on family100 at 5%, at the true drift times and on this detector.
+Given the answers' keys, an alarm also says how much of its evidence (the CUSUM's run that
+passed the threshold) one key carried, :attr:`BudgetPacer.alarm_key_share`: near 1 the
+misses were one key's, spread they were the population's, and only then does the caller
+restart the shared model (elec, one key, lost 0.006 to restarts; the family, whose keys
+drift together, gains 0.006).
 
 A **warm-up** starts the stream the same way: the first ``warmup_events`` events at the
 maximum share. A new model knows nothing, so its first labels teach it the most, and an
@@ -31,6 +36,8 @@ daemon that resumes from a checkpoint does not warm up again.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +47,9 @@ from streamlearn.optim.cusum import cusum_paths
 # otherwise count ~10 nats alone; log(0.5 / 0.025) is the most a coin can gain over a model
 # whose labels are 5% noise.
 _CAP = 3.0
+# Keys whose share of a CUSUM run's evidence is kept one by one; the rest are pooled (a
+# pool of many keys is no one key's evidence).
+_RUN_KEYS = 1024
 
 
 class BudgetPacer:
@@ -99,6 +109,11 @@ class BudgetPacer:
         self.alarm_nats = alarm_nats
         self.coin_loss = coin_loss if coin_loss is not None else 0.0
         self.evidence = 0.0  # CUSUM of log loss - coin_loss over the answers
+        self._run_keys: dict[str, float] = {}  # each key's part of ``evidence``'s run
+        self._run_pooled = 0.0  # the part of keys past _RUN_KEYS
+        # The most any one key carried of the last alarm's evidence (1 when keys are not
+        # given): near 1, the misses were one key's; spread, the population's.
+        self.alarm_key_share = 1.0
         self.surge_left = 0  # events left at the maximum share
         self.warmup_left = warmup_events  # events of the start left at the maximum share
 
@@ -121,30 +136,58 @@ class BudgetPacer:
             self.fast += self._a_fast * (v - self.fast)
             self.slow += self._a_slow * (v - self.slow)
 
-    def alarm(self, loss: np.ndarray) -> bool:
-        """Every answered label's loss, in arrival order; true when the evidence passes
-        ``alarm_nats`` (a drift: the caller restarts what re-learns). A surge starts with
-        it when the bank is not in debt, and ends early once the bank is spent: surges
-        spend what the budget saved, never borrow (borrowing to half a ``scale``, elec at a
-        20% budget spent 22%). The evidence waits at 0 during a surge: the model is
-        re-learning, and its misses then say nothing new."""
+    def alarm(self, loss: np.ndarray, keys: Sequence[str] | None = None) -> bool:
+        """Every answered label's loss, in arrival order (with its key, when given); true
+        when the evidence passes ``alarm_nats`` (a drift: the caller restarts what
+        re-learns, and :attr:`alarm_key_share` says whether one key carried it). A surge
+        starts with it when the bank is not in debt, and ends early once the bank is spent:
+        surges spend what the budget saved, never borrow (borrowing to half a ``scale``,
+        elec at a 20% budget spent 22%). The evidence waits at 0 during a surge: the model
+        is re-learning, and its misses then say nothing new."""
         if not self.surge_events:
             return False
         if self.at_maximum:
-            self.evidence = 0.0
+            self._reset_run()
             return False
         v = np.asarray(loss, dtype=np.float64)
-        v = v[np.isfinite(v)]
-        if not len(v):
+        finite = np.isfinite(v)
+        gains = np.minimum(v[finite], _CAP) - self.coin_loss
+        if not len(gains):
             return False
-        path = cusum_paths((np.minimum(v, _CAP) - self.coin_loss)[None], np.array([self.evidence]))
-        if (path[0] > self.alarm_nats).any():
-            self.evidence = 0.0
-            if self.bank >= 0.0:
-                self.start_surge(self.surge_events)
-            return True
-        self.evidence = float(path[0, -1])
-        return False
+        ks = [str(k) for k, f in zip(keys, finite.tolist(), strict=True) if f] if keys else None
+        path = cusum_paths(gains[None], np.array([self.evidence]))[0]
+        over = np.flatnonzero(path > self.alarm_nats)
+        end = int(over[0]) + 1 if len(over) else len(path)
+        zeros = np.flatnonzero(path[:end] == 0.0)
+        if len(zeros):  # the run restarted within these answers
+            self._reset_run()
+        start = int(zeros[-1]) + 1 if len(zeros) else 0
+        self._add_to_run(gains[start:end], ks[start:end] if ks is not None else None)
+        if not len(over):
+            self.evidence = float(path[-1])
+            return False
+        top = max(self._run_keys.values(), default=0.0) if ks is not None else path[end - 1]
+        self.alarm_key_share = float(min(max(top / path[end - 1], 0.0), 1.0))
+        self._reset_run()
+        if self.bank >= 0.0:
+            self.start_surge(self.surge_events)
+        return True
+
+    def _reset_run(self) -> None:
+        self.evidence = 0.0
+        self._run_keys.clear()
+        self._run_pooled = 0.0
+
+    def _add_to_run(self, gains: np.ndarray, keys: list[str] | None) -> None:
+        if keys is None:
+            self._run_pooled += float(gains.sum())
+            return
+        run = self._run_keys
+        for k, g in zip(keys, gains.tolist(), strict=True):
+            if k in run or len(run) < _RUN_KEYS:
+                run[k] = run.get(k, 0.0) + g
+            else:
+                self._run_pooled += g
 
     def start_surge(self, events: int) -> None:
         """The maximum share for the next ``events`` events (or until the bank is spent)."""
@@ -175,7 +218,7 @@ class BudgetPacer:
         self.warmup_left = max(self.warmup_left - events, 0)
         self.surge_left = max(self.surge_left - events, 0) if self.bank > 0.0 else 0
 
-    def state_dict(self) -> dict[str, float]:
+    def state_dict(self) -> dict[str, Any]:
         return {
             "fast": self.fast,
             "slow": self.slow,
@@ -183,9 +226,13 @@ class BudgetPacer:
             "evidence": self.evidence,
             "surge_left": self.surge_left,
             "warmup_left": self.warmup_left,
+            "run_keys": list(self._run_keys),
+            "run_evidence": list(self._run_keys.values()),
+            "run_pooled": self._run_pooled,
+            "alarm_key_share": self.alarm_key_share,
         }
 
-    def load_state_dict(self, state: dict[str, float]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.fast = float(state["fast"])
         self.slow = float(state["slow"])
         self.bank = float(state["bank"])
@@ -193,3 +240,8 @@ class BudgetPacer:
         self.surge_left = int(state.get("surge_left", 0))
         # A state from before warm-ups is a daemon that has run: no warm-up left.
         self.warmup_left = int(state.get("warmup_left", 0))
+        # Absent before alarms knew keys: the run's evidence is then nobody's in particular.
+        keys, parts = state.get("run_keys", []), state.get("run_evidence", [])
+        self._run_keys = {str(k): float(v) for k, v in zip(keys, parts, strict=True)}
+        self._run_pooled = float(state.get("run_pooled", 0.0))
+        self.alarm_key_share = float(state.get("alarm_key_share", 1.0))
