@@ -108,12 +108,13 @@ def test_an_alarm_says_how_much_of_its_evidence_one_key_carried():
     assert pacer.alarm_key_share == 1.0
 
 
-def test_keys_past_the_kept_ones_are_pooled_and_no_key_of_their_own(monkeypatch):
+def test_keys_past_the_kept_ones_count_in_the_total_only(monkeypatch):
     from streamlearn.active import pacing
 
     monkeypatch.setattr(pacing, "_RUN_KEYS", 2)
     pacer = _pacer(alarm_nats=3.0)
-    # a and b are kept; c's two answers are pooled: 0.81 of 3.23 nats, not c's 1.61.
+    # a and b are kept; c's two answers count in the total only: 0.81 of 3.23 nats, not
+    # c's 1.61.
     assert pacer.alarm(np.full(4, 1.5), ["a", "b", "c", "c"])
     assert pacer.alarm_key_share == pytest.approx(0.25)
 
