@@ -70,7 +70,7 @@ def oracle_loop(*, react: bool, recall: bool, delay: int, surge: int) -> type[Lo
                 loop = self
 
                 class Recording(BudgetPacer):
-                    def alarm(self, loss: np.ndarray, keys: Any = None) -> bool:
+                    def alarm(self, loss: np.ndarray, keys: Sequence[str] | None = None) -> bool:
                         raised = super().alarm(loss, keys)
                         if raised:
                             loop.alarms.append(loop._events)

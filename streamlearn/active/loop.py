@@ -210,9 +210,7 @@ class ActiveLearning:
         self.metrics.query_share_target.set(share)
         self.policy.set_budget(share, explore=min(random_share / share, 1.0) if share else None)
 
-    def observe_answers(
-        self, loss: np.ndarray, explored: np.ndarray, keys: Sequence[str] | None = None
-    ) -> None:
+    def observe_answers(self, loss: np.ndarray, explored: np.ndarray, keys: Sequence[str]) -> None:
         """The loss of the answered labels' event-time predictions (and their keys) paces
         the budget: of the explored (random) answers only when there are such, since the
         scored ones are hard cases by design (an uncertain event's log loss is near log 2
