@@ -1,23 +1,27 @@
-"""Atomic, versioned checkpoints tied to source offsets (design §7).
+"""Atomic, versioned, checksummed checkpoints tied to source offsets (design §7).
 
-A checkpoint is one ``torch.save`` file holding only tensors, strings, numbers, lists and
-dicts, loaded back with ``torch.load(weights_only=True)``: nothing is unpickled. It is
+A checkpoint is one ``torch.save`` payload holding only tensors, strings, numbers, lists and
+dicts, loaded back with ``torch.load(weights_only=True)``: nothing is unpickled. The file is
+*sealed*: a header line, a line with the SHA-256 and size of the payload, then the payload.
+Every byte is verified before anything is loaded, so a flipped bit anywhere (a weight, a
+key name, the zip directory) fails the check instead of loading a wrong state. It is
 written to a temporary file in the same directory, flushed and fsynced, then renamed over
 its final name, so a crash leaves either the old or the new checkpoint, never half of one.
 Files are numbered (``checkpoint-00000042.pt``); the newest ``keep`` are retained, and a
-checkpoint that fails to load or validate is skipped (with a warning) for the one before it.
+checkpoint that fails any check is skipped (its name and reason logged) for the one before
+it. Files written before checksums (a bare ``torch.save`` zip) still load.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import logging
 import os
 import re
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +29,13 @@ from typing import Any
 import orjson
 import torch
 
+from streamlearn.atomic import atomic_write
+
 FORMAT = "streamlearn-checkpoint"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^checkpoint-(\d{8})\.pt$")
+SEAL = b"streamlearn-sealed 1\n"
+_MAX_SEAL_LINE = 200
 
 log = logging.getLogger("streamlearn.checkpoint")
 
@@ -44,6 +52,7 @@ class Checkpoint:
     offsets: dict[str, int]
     state: dict[str, Any]
     path: Path
+    created_at: float = 0.0  # seconds since the epoch (0: not recorded)
 
 
 class CheckpointStore:
@@ -140,27 +149,30 @@ class CheckpointStore:
 
     def load_latest(self) -> Checkpoint | None:
         """The newest checkpoint that loads and validates; None when there is none at all."""
+        return next(iter(self.loadable()), None)
+
+    def loadable(self) -> Iterator[Checkpoint]:
+        """Checkpoints that pass every check, newest first; each one that fails is skipped
+        with its name and reason. Raises CheckpointError once files exist but none passed."""
         files = self._listing = self.files()
+        found = False
         for path in reversed(files):
             try:
                 ck = self._load(path)
             except CheckpointError as exc:
                 log.warning("skipping checkpoint %s: %s", path.name, exc)
                 continue
+            found = True
             self._sequence = max(self._sequence, ck.sequence)
-            return ck
-        if files:
+            yield ck
+        if files and not found:
             raise CheckpointError(
                 f"none of the {len(files)} checkpoints in {str(self.directory)!r} is usable"
             )
-        return None
 
     @staticmethod
     def _load(path: Path) -> Checkpoint:
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for damaged files
-            raise CheckpointError(f"unreadable ({type(exc).__name__}: {exc})") from None
+        payload = load_sealed(path)
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise CheckpointError("not a streamlearn checkpoint")
         if payload.get("format_version") != FORMAT_VERSION:
@@ -175,7 +187,64 @@ class CheckpointStore:
             raise CheckpointError("offsets are malformed")
         if payload.get("durable") is False and payload.get("boot_id") != boot_id():
             raise CheckpointError("written without fsync before the machine restarted")
-        return Checkpoint(int(payload["sequence"]), offsets, payload["state"], path)
+        state = payload.get("state")
+        if not isinstance(state, dict):
+            raise CheckpointError("state is malformed")
+        created = payload.get("created_at")
+        created_at = float(created) if isinstance(created, (int, float)) else 0.0
+        return Checkpoint(int(payload["sequence"]), offsets, state, path, created_at)
+
+
+def seal(body: bytes | memoryview) -> bytes:
+    """The header that :func:`unseal` checks ``body`` against.
+
+    >>> data = seal(b"payload") + b"payload"
+    >>> unseal(data)
+    b'payload'
+    >>> unseal(data[:-1] + b"X")
+    Traceback (most recent call last):
+    ...
+    streamlearn.checkpoint.CheckpointError: checksum mismatch (changed after it was written)
+    """
+    digest = hashlib.sha256(body).hexdigest()
+    return SEAL + orjson.dumps({"sha256": digest, "size": len(body)}) + b"\n"
+
+
+def unseal(data: bytes) -> bytes:
+    """The payload of a sealed file after checking its size and SHA-256; a file without a
+    seal (written before checksums) is returned as it is. Raises CheckpointError."""
+    if not data.startswith(SEAL):
+        if data.startswith(b"PK"):  # a bare torch.save zip: from before checksums
+            return data
+        raise CheckpointError("not a sealed streamlearn file (no header)")
+    end = data.find(b"\n", len(SEAL), len(SEAL) + _MAX_SEAL_LINE)
+    if end < 0:
+        raise CheckpointError("seal header is damaged")
+    try:
+        header = orjson.loads(data[len(SEAL) : end])
+        digest, size = str(header["sha256"]), int(header["size"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise CheckpointError("seal header is damaged") from None
+    body = data[end + 1 :]
+    if len(body) != size:
+        raise CheckpointError(f"truncated or extended: {len(body)} bytes, the seal says {size}")
+    if hashlib.sha256(body).hexdigest() != digest:
+        raise CheckpointError("checksum mismatch (changed after it was written)")
+    return body
+
+
+def load_sealed(path: Path) -> Any:
+    """A sealed ``torch.save`` payload, verified, then loaded with ``weights_only=True``.
+    Raises CheckpointError naming what failed (never another exception type)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"unreadable ({exc.strerror or exc})") from None
+    body = unseal(data)
+    try:
+        return torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for damaged files
+        raise CheckpointError(f"unreadable ({type(exc).__name__}: {exc})") from None
 
 
 def json_tensor(value: Any) -> torch.Tensor:
@@ -210,34 +279,11 @@ def atomic_save(
     fsync: bool = True,
     before_rename: Callable[[], None] | None = None,
 ) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, rename, fsync the folder:
-    readers see the old file or the new one, never a torn one (without ``fsync``: as long
-    as the machine stays up). Raises OSError."""
+    """``torch.save`` sealed with its checksum (:func:`seal`), written atomically
+    (:func:`atomic_write`). Raises OSError."""
     # Serialised in memory first: torch.save writing straight to a file turns a failed write
     # (disk full, quota) into an opaque RuntimeError; a plain write raises OSError with errno.
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buffer.getbuffer())
-            fh.flush()
-            if fsync:
-                os.fsync(fh.fileno())
-        if before_rename is not None:
-            before_rename()
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if fsync:
-        _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    body = buffer.getbuffer()
+    atomic_write(path, [seal(body), body], fsync=fsync, before_rename=before_rename)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
@@ -12,17 +13,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-import torch
 import yaml
-from prometheus_client import CollectorRegistry
 
 from streamlearn.cli_parser import build_parser
 from streamlearn.config import Config, ConfigError, dump_config, load_config
+from streamlearn.quarantine import PollFailedError
+from streamlearn.redact import redact_logs
 
 log = logging.getLogger("streamlearn")
 
 
 def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
+    # torch and the daemon load here, not at import: a bad configuration fails in well
+    # under a second.
+    import torch
+    from prometheus_client import CollectorRegistry
+
     from streamlearn.daemon import Daemon
     from streamlearn.http import ServiceHTTP
 
@@ -259,6 +265,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _secrets(cfg: Config) -> list[str | None]:
+    sec = cfg.kafka.security
+    out: list[str | None] = []
+    # A file unreadable now: the client that needs it says so.
+    with contextlib.suppress(OSError):
+        out.append(sec.secret("sasl_password"))
+    with contextlib.suppress(OSError):
+        out.append(sec.secret("ssl_password"))
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "report":  # reads a finished run: no configuration involved
@@ -273,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"streamlearn: {exc}", file=sys.stderr)
         return 2
+    redact_logs(_secrets(cfg))
     logging.getLogger().setLevel(cfg.service.log_level)
     if cfg.service.log_level != "DEBUG":  # kafka-python narrates every connection at INFO
         logging.getLogger("kafka").setLevel(logging.WARNING)
@@ -292,6 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "label":
             return _cmd_label(cfg, args)
         return _cmd_run(cfg, args)
+    except PollFailedError as exc:  # the data's fault, not the configuration's: restart
+        log.error("%s", exc)
+        return 1
     except (ValueError, RuntimeError) as exc:  # a component rejected its config, or no broker
         print(f"streamlearn: {exc}", file=sys.stderr)
         return 2

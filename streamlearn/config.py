@@ -41,6 +41,12 @@ from streamlearn.config_learning import (
 from streamlearn.config_types import PositiveFloat, Probability, _Strict
 
 ENV_PREFIX = "STREAMLEARN_"
+MAX_CONFIG_BYTES = 1 << 20
+MAX_ERROR_CHARS = 300
+# Settings whose values are never printed (errors, logs, ``streamlearn config``).
+SECRET_FIELDS = frozenset({"sasl_password", "ssl_password"})
+# Sections whose values no error prints: a secret given in the wrong place is still one.
+_UNPRINTED = SECRET_FIELDS | {"security"}
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
 
 __all__ = [
@@ -105,6 +111,9 @@ class FileSourceConfig(_Strict):
 class SourceConfig(_Strict):
     kind: Literal["synthetic", "file", "kafka"] = "synthetic"
     batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 500
+    # The last this-many distinct event ids: a repeat among them (a producer's retry) is
+    # dropped before it is predicted or learned; 0 turns it off (the wire contract says why).
+    dedup_window: Annotated[int, Field(ge=0, le=10_000_000)] = 20_000
     synthetic: SyntheticSourceConfig = SyntheticSourceConfig()
     file: FileSourceConfig = FileSourceConfig()
 
@@ -297,17 +306,78 @@ def _synthetic_shape(syn: SyntheticSourceConfig) -> tuple[str, int]:
     return task, fixed.get(syn.family, syn.n_features)
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """Safe YAML without aliases: a configuration has no use for them, and nested ones
+    expand exponentially (a few hundred bytes become gigabytes)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.MarkedYAMLError(
+                problem="aliases (*name) are not allowed in a configuration",
+                problem_mark=self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+            )
+        return super().compose_node(parent, index)
+
+
+def _read_yaml(file: Path) -> Any:
+    """The YAML of ``file``: any failure as a one-line ConfigError naming the file."""
+    name = repr(str(file))
+    try:
+        with file.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"config error: cannot read {name}: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config error: {name} is over {MAX_CONFIG_BYTES:,} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config error: {name} is not UTF-8 text (byte {exc.start})") from None
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            _bounded(f"config error: {name} is not valid YAML: {exc.problem}{where}")
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"config error: {name} is nested too deeply to read") from None
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(_bounded(f"config error: {name} is not valid YAML: {first}")) from None
+
+
+def _bounded(line: str) -> str:
+    line = " ".join(line.split())  # one line, whatever the parts held
+    return line if len(line) <= MAX_ERROR_CHARS else line[: MAX_ERROR_CHARS - 3] + "..."
+
+
+def _shown(value: Any, loc: tuple[Any, ...]) -> str | None:
+    """The bad value as the error may print it: scalars only (a mapping or list may hold a
+    secret), never a secret field's, and bounded."""
+    if any(str(part) in _UNPRINTED for part in loc):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        text = repr(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+    return None
+
+
 def _format_error(err: ValidationError) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"] if p != "__root__")
     msg = str(first["msg"]).removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        return (
+        return _bounded(
             f"config error: unknown setting {loc!r} (check the spelling; see config/default.yaml)"
         )
     if not loc:
-        return f"config error: {msg}"
-    return f"config error: {loc} = {first.get('input')!r}: {msg}"
+        return _bounded(f"config error: {msg}")
+    shown = _shown(first.get("input"), tuple(first["loc"]))
+    if shown is None:
+        return _bounded(f"config error: {loc}: {msg}")
+    return _bounded(f"config error: {loc} = {shown}: {msg}")
 
 
 def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -329,10 +399,12 @@ def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
         if not all(path):
             raise ConfigError(f"config error: malformed environment override {name!r}")
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
+        value: Any = raw
+        if path[-1] not in SECRET_FIELDS and raw != "":  # a secret is the text as given
+            try:
+                value = yaml.load(raw, Loader=_ConfigLoader)  # safe, no aliases
+            except (yaml.YAMLError, RecursionError):
+                value = raw
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})
@@ -352,12 +424,7 @@ def load_config(
     data: dict[str, Any] = {}
     file = Path(path) if path is not None else DEFAULT_CONFIG
     if path is not None or file.exists():
-        try:
-            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"config error: cannot read {str(file)!r}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config error: {str(file)!r} is not valid YAML: {exc}") from None
+        loaded = _read_yaml(file)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config error: {str(file)!r} must hold a mapping at the top")
         data = loaded or {}

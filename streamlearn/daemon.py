@@ -17,12 +17,22 @@ from prometheus_client import CollectorRegistry
 
 from streamlearn import daemon_state
 from streamlearn.active.loop import ActiveLearning
-from streamlearn.checkpoint import CheckpointStore
+from streamlearn.checkpoint import Checkpoint, CheckpointStore
 from streamlearn.config import Config
+from streamlearn.dedup import RecentIds
 from streamlearn.io.base import Sink, Source
 from streamlearn.io.memory import MemorySink
 from streamlearn.learner import OnlineLearner
-from streamlearn.messages import DeadLetter, EventBatch, EventDecoder, Prediction, RawRecord
+from streamlearn.messages import (
+    DeadLetter,
+    EventBatch,
+    EventDecoder,
+    Prediction,
+    RawRecord,
+    bounded,
+    failed_record,
+    poison_record,
+)
 from streamlearn.meta.hotswap import meta_tick
 from streamlearn.meta.initfile import MetaInit
 from streamlearn.meta.maml import InnerRule, MetaParams
@@ -31,6 +41,7 @@ from streamlearn.meta.trainer import BackgroundMetaTrainer
 from streamlearn.metrics import Metrics
 from streamlearn.metrics_log import MetricsLog
 from streamlearn.outcomes import Outcomes, prediction_loss
+from streamlearn.quarantine import PollFailedError, Quarantine
 from streamlearn.residency import KeyStateHolder
 from streamlearn.step_result import StepResult
 from streamlearn.wiring import attach_handoff, attach_residency, build_io, build_spec
@@ -86,6 +97,7 @@ class Daemon:
         if cfg.meta.enabled:
             self.tasks = TaskBuffer(cfg.meta.buffer_per_task, cfg.meta.buffer_tasks, seed=m.seed)
         self.outcomes = Outcomes(cfg, self.learner, self.metrics, theta0, self.tasks)
+        self.clock = clock
         self.active = (
             ActiveLearning(cfg.active, self.learner, self.metrics, seed=m.seed, clock=clock)
             if cfg.active.enabled
@@ -105,6 +117,9 @@ class Daemon:
         self._running = False
         ck = cfg.checkpoint
         self.store = CheckpointStore(ck.dir, ck.keep) if ck.dir else None
+        self.quarantine = Quarantine(Path(ck.dir) if ck.dir else None)
+        window = cfg.source.dedup_window
+        self.recent_ids = RecentIds(window) if window else None
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self._last_fsync = -math.inf  # the first checkpoint is always fsynced
@@ -124,8 +139,9 @@ class Daemon:
                 initial_accumulator=cfg.learner.initial_accumulator,
             )
             self.meta_trainer = BackgroundMetaTrainer(mc, self.spec, rule, seed=m.seed)
-        if self.store is not None:
-            self._restore(self.store)
+        resumed = self._restore(self.store) if self.store is not None else None
+        if self.active is not None and cfg.source.kind == "kafka":
+            daemon_state.recover_queries(self, resumed.created_at if resumed else None)
 
     # -- state, read through properties ----------------------------------------------------
 
@@ -148,6 +164,8 @@ class Daemon:
             return False, "broker not reachable"
         if self._checkpoint_error is not None:
             return False, self._checkpoint_error
+        if (lost := self.sink.lost) is not None:
+            return False, lost
         if self.residency is not None and self.residency.error is not None:
             return False, self.residency.error
         return True, "ready"
@@ -157,8 +175,8 @@ class Daemon:
     def _state(self) -> dict[str, object]:
         return daemon_state.state_of(self)
 
-    def _restore(self, store: CheckpointStore) -> None:
-        daemon_state.restore(self, store)
+    def _restore(self, store: CheckpointStore) -> Checkpoint | None:
+        return daemon_state.restore(self, store)
 
     def checkpoint(self, *, durable: bool = False) -> bool:
         """Flush outputs, save state with the positions it covers, then commit those
@@ -193,7 +211,12 @@ class Daemon:
     # -- the loop ----------------------------------------------------------------------------
 
     def step(self, max_records: int | None = None) -> int:
-        """Poll once and process what came; returns the number of raw records consumed."""
+        """Poll once and process what came; returns the number of raw records consumed.
+
+        Raises PollFailedError when processing failed past what one record's dead letter
+        covers (with a checkpoint store): nothing of that poll is checkpointed or
+        committed, and the next run isolates the record (:mod:`streamlearn.quarantine`).
+        """
         limit = max_records or self.cfg.source.batch_size
         records = self.source.poll(limit, self.cfg.service.poll_timeout_s)
         if self.handoff is not None:  # a rebalance inside that poll: before its records
@@ -202,24 +225,95 @@ class Daemon:
         if not records:
             self._maybe_checkpoint()  # a quiet stream still gets its tail committed on time
             return 0
+        self._guarded(records)
+        self._since_checkpoint += len(records)
+        self._meta_tick()
+        self._maybe_checkpoint()
+        if (lost := self.sink.lost) is not None:
+            raise PollFailedError(f"{lost}: stopping so a restart replays it from a checkpoint")
+        return len(records)
+
+    def _guarded(self, records: list[RawRecord]) -> None:
+        """:meth:`_process` with a failure kept to the record that caused it."""
+        q = self.quarantine
+        if not q.empty:
+            records = self._without_poison(records)
+            if any(q.is_suspect(r.origin) for r in records):
+                log.warning("processing a poll with suspect records one record at a time")
+                for r in records:
+                    self._isolated(r)
+                return
+        try:
+            self._process(records)
+        except Exception as exc:
+            what = f"{type(exc).__name__}: {bounded(str(exc))}"
+            if self.store is None:  # no checkpoint to replay from: isolate it here
+                log.error("a poll failed (%s); retrying its records one at a time", what)
+                for r in records:
+                    self._isolated(r)
+                return
+            q.suspect(r.origin for r in records)
+            raise PollFailedError(
+                f"a poll of {len(records)} records failed ({what}); nothing past the last "
+                "checkpoint was committed, and the next run isolates the record"
+            ) from exc
+
+    def _isolated(self, record: RawRecord) -> None:
+        """One record on its own: one that fails is poison. With a store, the state may be
+        part-way through it, so the run stops (the next one dead-letters it first); without
+        one it is dead-lettered now."""
+        try:
+            self._process([record])
+        except Exception as exc:
+            if self.store is None:
+                log.error("dead-lettering a record that fails on its own: %s", exc)
+                self._dead_letters([failed_record(record, exc)])
+                return
+            self.quarantine.condemn(record.origin, f"{type(exc).__name__}: {exc}")
+            raise PollFailedError(
+                f"the record at {record.origin.topic}:{record.origin.partition}"
+                f"@{record.origin.offset} fails on its own ({type(exc).__name__}); the next "
+                "run dead-letters it"
+            ) from exc
+
+    def _without_poison(self, records: list[RawRecord]) -> list[RawRecord]:
+        kept, dead = [], []
+        for r in records:
+            why = self.quarantine.poison_reason(r.origin)
+            if why is None:
+                kept.append(r)
+            else:
+                dead.append(poison_record(r, why))
+        if dead:
+            self._dead_letters(dead)
+        return kept
+
+    def _process(self, records: list[RawRecord]) -> None:
+        """Decode -> drop repeats -> dead letters -> predict, ask and learn."""
         started = time.perf_counter()
         events, answers = self._split(records)
         batch, dead = self.decoder.decode(events)
         if answers:
             dead += self._answers(answers)
-        mt = self.metrics
         if dead:
-            self.sink.dead_letters(dead)
-            for reason, count in Tally(d.reason.value for d in dead).items():
-                mt.dead_letters.labels(reason).inc(count)
+            self._dead_letters(dead)
+        seen = self.recent_ids
+        if seen is not None and len(batch):
+            fresh = seen.fresh(batch.ids)
+            if not fresh.all():
+                self.metrics.duplicates.inc(int(len(fresh) - fresh.sum()))
+                batch = batch.select(fresh)
         if len(batch):
             self._learn(batch)
-        mt.poll_seconds.observe(time.perf_counter() - started)
+            if seen is not None:  # once learned: a poll that failed is not remembered
+                seen.remember(batch.ids)
+        self.metrics.poll_seconds.observe(time.perf_counter() - started)
         self.events_seen += len(events)
-        self._since_checkpoint += len(records)
-        self._meta_tick()
-        self._maybe_checkpoint()
-        return len(records)
+
+    def _dead_letters(self, dead: list[DeadLetter]) -> None:
+        self.sink.dead_letters(dead)
+        for reason, count in Tally(d.reason.value for d in dead).items():
+            self.metrics.dead_letters.labels(reason).inc(count)
 
     def _service_tick(self) -> None:
         mt = self.metrics
@@ -349,6 +443,7 @@ class Daemon:
             gc.freeze()
         interval = self.cfg.service.status_interval_s
         last_status, last_events = time.monotonic(), 0
+        completed = False
         try:
             while not self._stop.is_set():
                 limit = self.cfg.source.batch_size
@@ -364,12 +459,15 @@ class Daemon:
                     rate = (self.events_seen - last_events) / (now - last_status)
                     status(self.status_line(rate))
                     last_status, last_events = now, self.events_seen
+            completed = True
         finally:
             if frozen:
                 gc.unfreeze()
             self._running = False
             self.metrics.up.set(0)
-            if self._since_checkpoint or self.store is None:
+            # After a failure nothing is saved or committed: the state may be part-way
+            # through a poll, and a restart replays from the last checkpoint instead.
+            if completed and (self._since_checkpoint or self.store is None):
                 self.checkpoint(durable=True)
             if self.metrics_log is not None:
                 self.metrics_log.maybe_write(force=True)  # the run's last figures

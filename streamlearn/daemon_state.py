@@ -8,7 +8,8 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING
 
-from streamlearn.checkpoint import CheckpointError, CheckpointStore
+from streamlearn.checkpoint import Checkpoint, CheckpointError, CheckpointStore
+from streamlearn.messages import Query, bounded
 from streamlearn.meta.maml import MetaParams
 
 if TYPE_CHECKING:
@@ -32,16 +33,50 @@ def state_of(d: Daemon) -> dict[str, object]:
         "drift": d.outcomes.drift.state_dict(),
         "totals": {"events": d.events_seen, **o.totals()},
         "handoff": d.handoff.state_dict() if d.handoff is not None else {},
+        "recent_ids": d.recent_ids.state_dict() if d.recent_ids is not None else {},
     }
 
 
-def restore(d: Daemon, store: CheckpointStore) -> None:
-    """Resume from the newest usable checkpoint of ``store`` (nothing when there is none)."""
-    ck = store.load_latest()
+def restore(d: Daemon, store: CheckpointStore) -> Checkpoint | None:
+    """Resume from the newest checkpoint of ``store`` that passes its checks and applies
+    (nothing when there is none). One that fails either is skipped, with its name and
+    reason, for the one before it. Raises CheckpointError when files exist but none is
+    usable."""
+    tried = 0
+    for ck in store.loadable():
+        tried += 1
+        if d.residency is not None:
+            d.residency.resume(ck.sequence)
+        try:
+            _apply(d, ck)
+        except Exception as exc:  # a checkpoint that verifies but does not fit this build
+            log.warning(
+                "skipping checkpoint %s: its state cannot be applied (%s: %s)",
+                ck.path.name,
+                type(exc).__name__,
+                bounded(str(exc)),
+            )
+            continue
+        log.info(
+            "resumed from checkpoint %d (%s): %d keys, %d labels learned, offsets %s",
+            ck.sequence,
+            ck.path.name,
+            d.learner.n_keys,
+            d.labels_seen,
+            ck.offsets,
+        )
+        return ck
+    if tried:
+        raise CheckpointError(
+            f"none of the checkpoints in {str(store.directory)!r} can be applied "
+            "(each one's reason is logged above)"
+        )
     if d.residency is not None:
-        d.residency.resume(ck.sequence if ck is not None else 0)
-    if ck is None:
-        return
+        d.residency.resume(0)
+    return None
+
+
+def _apply(d: Daemon, ck: Checkpoint) -> None:
     state = ck.state
     d.learner.load_state_dict(state["learner"])
     o = d.outcomes
@@ -60,6 +95,8 @@ def restore(d: Daemon, store: CheckpointStore) -> None:
         o.drift.load_state_dict(state["drift"])
     if d.handoff is not None and state.get("handoff"):
         d.handoff.load_state_dict(state["handoff"])
+    if d.recent_ids is not None and state.get("recent_ids"):
+        d.recent_ids.load_state_dict(state["recent_ids"])
     totals = state["totals"]
     d.events_seen = int(totals["events"])
     o.restore_totals(totals)
@@ -67,14 +104,36 @@ def restore(d: Daemon, store: CheckpointStore) -> None:
     d.resumed_from = ck.sequence
     d.metrics.model_version.set(d.learner.model_version)
     d.metrics.active_keys.set(d.learner.n_keys)
-    log.info(
-        "resumed from checkpoint %d (%s): %d keys, %d labels learned, offsets %s",
-        ck.sequence,
-        ck.path.name,
-        d.learner.n_keys,
-        d.labels_seen,
-        ck.offsets,
-    )
+
+
+# Queries sent up to this long before a checkpoint was written are read again at a restart
+# (they are in its state, and skipped): one clock, but the producer stamps a query when
+# it is sent, and the checkpoint's time is taken before its state is gathered.
+RECOVERY_MARGIN_S = 60.0
+
+
+def recover_queries(d: Daemon, resumed_at: float | None) -> int:
+    """Open again the queries sent after the checkpoint ``d`` resumed from (``resumed_at``;
+    None: no checkpoint), read back from the queries topic: an answer to any query the
+    service sent is learned, whatever stopped the run that sent it."""
+    from streamlearn.io.kafka import read_since
+
+    assert d.active is not None
+    cfg = d.cfg
+    since = d.clock() - cfg.active.expiry_s
+    if resumed_at is not None:
+        since = max(since, resumed_at - RECOVERY_MARGIN_S)
+    topic = cfg.kafka.topics.queries
+    sent = []
+    for value, sent_at in read_since(cfg.kafka, topic, since, cfg.active.max_pending):
+        try:
+            sent.append((Query.from_json(value), sent_at))
+        except ValueError as exc:  # another writer's message: not ours to answer
+            log.debug("skipping a message of %s: %s", topic, exc)
+    n = d.active.recover(sent)
+    if n:
+        log.info("reopened %d queries sent after the checkpoint (read back from %s)", n, topic)
+    return n
 
 
 def checkpoint(d: Daemon, *, durable: bool = False) -> bool:
@@ -110,6 +169,7 @@ def checkpoint(d: Daemon, *, durable: bool = False) -> bool:
         retained = d.store.retained()
         d.residency.checkpoint_saved(retained[-1], retained[0])
     mt.checkpoints.labels("saved").inc()
+    d.quarantine.settle(positions)  # a restart resumes from these positions
     mt.checkpoint_seconds.observe(time.perf_counter() - started)
     mt.last_checkpoint.set(time.time())
     committed = d.source.commit(positions)

@@ -50,6 +50,8 @@ class FastEventPath:
     def decode(self, value: bytes) -> Decoded | None:
         try:
             ev = self._decoder.decode(value)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            # msgspec skips an unknown field by recursing into it: one nested ~1,000 deep
+            # exhausts the stack; the full path's parser has its own depth limit.
             return None
         return ev.id, ev.key, ev.ts, ev.x, ev.y

@@ -15,6 +15,9 @@ ReadyCheck = Callable[[], tuple[bool, str]]
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    # The listen backlog (socketserver's default is 5): a burst of scrapes and probes past
+    # it waits in the kernel instead of being refused or left to time out.
+    request_queue_size = 1024
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -9,6 +9,7 @@ every input as exactly one of the two.
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,11 @@ MAX_RECORD_BYTES = 1_000_000
 _NUMBER_TYPES = frozenset({int, float})
 _FLOAT32_MAX = 3.4e38
 MAX_ID_CHARS = 256
+# A dead letter carries at most this much of the original (base64 adds a third): the whole
+# record stays in its source topic at the origin's offset, and the prefix, size and SHA-256
+# identify it. Bounded so that no rejected record, however large, makes an unsendable one.
+DEAD_LETTER_ORIGINAL_BYTES = 64 * 1024
+MAX_DETAIL_CHARS = 500
 
 
 class Reason(StrEnum):
@@ -41,6 +47,11 @@ class Reason(StrEnum):
     NON_FINITE = "non_finite"
     UNKNOWN_FEATURE = "unknown_feature"
     INVALID_LABEL = "invalid_label"
+    # Decoding raised something no rule above names (a bug, or input beyond a parser's
+    # limits): the record is dead-lettered with the error, never allowed to stop the poll.
+    UNDECODABLE = "undecodable"
+    # Processing raised on this record alone, in an earlier run (streamlearn.poison).
+    PROCESSING_FAILED = "processing_failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,24 +73,45 @@ class RawRecord:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A rejected record: the dead-letter contract of the design."""
+    """A rejected record: the dead-letter contract of the design.
+
+    On the wire, ``original_b64`` holds at most ``max_original`` bytes of the original
+    (``original_truncated`` says whether that is all of it); ``original_size`` and
+    ``original_sha256`` are always those of the whole original.
+
+    >>> msg = orjson.loads(DeadLetter(Reason.OVERSIZED, "big", b"abcdef", Origin("t")).to_json(4))
+    >>> base64.b64decode(msg["original_b64"]), msg["original_size"], msg["original_truncated"]
+    (b'abcd', 6, True)
+    """
 
     reason: Reason
     detail: str
     original: bytes
     origin: Origin
 
-    def to_json(self) -> bytes:
+    def to_json(self, max_original: int = DEAD_LETTER_ORIGINAL_BYTES) -> bytes:
+        original = self.original
+        kept = original[:max_original]
         return orjson.dumps(
             {
                 "reason": self.reason.value,
-                "detail": self.detail,
-                "original_b64": base64.b64encode(self.original).decode("ascii"),
+                "detail": bounded(self.detail),
+                "original_b64": base64.b64encode(kept).decode("ascii"),
+                "original_size": len(original),
+                "original_sha256": hashlib.sha256(original).hexdigest(),
+                "original_truncated": len(kept) < len(original),
                 "topic": self.origin.topic,
                 "partition": self.origin.partition,
                 "offset": self.origin.offset,
             }
         )
+
+
+def bounded(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (a marker says so): details quote input."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 13] + " [truncated]"
 
 
 @dataclass(slots=True)
@@ -103,6 +135,18 @@ class EventBatch:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def select(self, mask: np.ndarray) -> EventBatch:
+        """The events where ``mask`` is true, in order."""
+        chosen = mask.nonzero()[0].tolist()
+        return EventBatch(
+            [self.ids[i] for i in chosen],
+            [self.keys[i] for i in chosen],
+            self.ts[mask],
+            self.x[mask],
+            self.y[mask],
+            [self.origins[i] for i in chosen] if self.origins else [],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +190,31 @@ class Query:
     def to_json(self) -> bytes:
         return orjson.dumps({f: getattr(self, f) for f in self.__slots__})
 
+    @classmethod
+    def from_json(cls, data: bytes) -> Query:
+        """A query as :meth:`to_json` wrote it; ValueError when it is not one.
+
+        >>> q = Query("q-1", "1", "k", [0.5], 0.9, "uncertainty", 0.4, 3, 100.0)
+        >>> Query.from_json(q.to_json()) == q
+        True
+        """
+        try:
+            d = orjson.loads(data)
+            q = cls(
+                str(d["query_id"]),
+                str(d["event_id"]),
+                str(d["key"]),
+                [float(v) for v in d["x"]],
+                float(d["score"]),
+                str(d["reason"]),
+                [float(v) for v in d["p"]] if isinstance(d["p"], list) else float(d["p"]),
+                int(d["model_version"]),
+                float(d["expires_at"]),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a query: {bounded(str(exc))}") from None
+        return q
+
 
 @dataclass(frozen=True, slots=True)
 class Answer:
@@ -158,6 +227,7 @@ class Answer:
 
 class _Rejected(Exception):  # noqa: N818 - internal control flow, never escapes
     def __init__(self, reason: Reason, detail: str) -> None:
+        detail = bounded(detail)  # details quote the input, which may be huge
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
@@ -210,20 +280,14 @@ class EventDecoder:
         fast, limit = self._fast, self.max_record_bytes
         for rec in records:
             value = rec.value
-            got = None
-            if fast is not None and type(value) is bytes and len(value) <= limit:
-                got = fast.decode(value)
-            if got is not None:
-                try:  # the label's rule is the full path's own
-                    eid, key, t, x, y = *got[:4], self._label(got[4])
-                except _Rejected:
-                    got = None  # the full path words the reason from the record as sent
-            if got is None:
-                try:
-                    eid, key, t, x, y = self._validate(self._parse(value))
-                except _Rejected as rej:
-                    dead.append(DeadLetter(rej.reason, rej.detail, _as_bytes(value), rec.origin))
-                    continue
+            try:
+                eid, key, t, x, y = self._one(value, fast, limit)
+            except _Rejected as rej:
+                dead.append(DeadLetter(rej.reason, rej.detail, _as_bytes(value), rec.origin))
+                continue
+            except Exception as exc:  # one record never stops the poll (issue: poison)
+                dead.append(_undecodable(exc, value, rec.origin))
+                continue
             ids.append(eid)
             keys.append(key)
             ts.append(t)
@@ -261,6 +325,19 @@ class EventDecoder:
         )
         return batch, dead
 
+    def _one(
+        self, value: bytes | Mapping[str, Any], fast: FastEventPath | None, limit: int
+    ) -> tuple[str, str, float, list[float], float]:
+        """One record's fields, or :class:`_Rejected` with the reason."""
+        if fast is not None and type(value) is bytes and len(value) <= limit:
+            got = fast.decode(value)
+            if got is not None:
+                try:  # the label's rule is the full path's own
+                    return (*got[:4], self._label(got[4]))
+                except _Rejected:
+                    pass  # the full path words the reason from the record as sent
+        return self._validate(self._parse(value))
+
     def decode_answers(self, records: Iterable[RawRecord]) -> tuple[list[Answer], list[DeadLetter]]:
         """Label answers (``query_id`` or ``event_id``, ``y``, optional ``labeller``), the label
         checked as an event's would be; the malformed ones as dead letters with a reason."""
@@ -284,6 +361,8 @@ class EventDecoder:
                 answers.append(Answer(ident, self._label(obj["y"]), labeller))
             except _Rejected as rej:
                 dead.append(DeadLetter(rej.reason, rej.detail, _as_bytes(rec.value), rec.origin))
+            except Exception as exc:  # one answer never stops the poll
+                dead.append(_undecodable(exc, rec.value, rec.origin))
         return answers, dead
 
     def _matrix(self, xs: list[list[float]]) -> np.ndarray:
@@ -386,10 +465,31 @@ class EventDecoder:
         return float(y)
 
 
+def failed_record(record: RawRecord, exc: BaseException) -> DeadLetter:
+    """The dead letter of a record that failed after decoding (``processing_failed``)."""
+    detail = bounded(f"processing failed: {type(exc).__name__}: {exc}")
+    return DeadLetter(Reason.PROCESSING_FAILED, detail, _as_bytes(record.value), record.origin)
+
+
+def poison_record(record: RawRecord, reason: str) -> DeadLetter:
+    """The dead letter of a record a failed earlier run isolated as failing on its own."""
+    detail = bounded(f"processing failed in an earlier run: {reason}")
+    return DeadLetter(Reason.PROCESSING_FAILED, detail, _as_bytes(record.value), record.origin)
+
+
+def _undecodable(exc: Exception, value: bytes | Mapping[str, Any], origin: Origin) -> DeadLetter:
+    detail = bounded(f"could not be decoded: {type(exc).__name__}: {exc}")
+    return DeadLetter(Reason.UNDECODABLE, detail, _as_bytes(value), origin)
+
+
 def _as_bytes(value: bytes | Mapping[str, Any]) -> bytes:
+    """The original as bytes: as sent, or a mapping (in-process source) as JSON."""
     if isinstance(value, bytes):
         return value
     try:
         return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
-    except TypeError:
-        return repr(value).encode("utf-8", "replace")
+    except Exception:  # not JSON-able (or nested past orjson's limit): its text, bounded
+        try:
+            return bounded(repr(value), DEAD_LETTER_ORIGINAL_BYTES).encode("utf-8", "replace")
+        except Exception:  # repr itself failed (a recursion, say)
+            return f"<unprintable {type(value).__name__}>".encode()

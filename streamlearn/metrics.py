@@ -92,6 +92,11 @@ class Metrics:
             "streamlearn_events", "Valid events decoded and predicted.", registry=r
         )
         self.labels = Counter("streamlearn_labels", "Labelled events learned from.", registry=r)
+        self.duplicates = Counter(
+            "streamlearn_duplicate_events",
+            "Events dropped as repeats of an id in the recent-id window (source.dedup_window).",
+            registry=r,
+        )
         self.predictions = Counter("streamlearn_predictions", "Predictions emitted.", registry=r)
         self.dead_letters = _counter_by(
             r,

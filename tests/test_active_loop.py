@@ -544,7 +544,7 @@ def test_pacing_spends_more_after_a_drift_and_holds_the_budget():
     d, reg, sink = _run_on_drifting_family(
         16_000, 0.02, {"budget": 0.1, "pacing": {"bank_events": 3000, "warmup_events": 0}}
     )
-    asked = np.array([int(q.event_id) for q in sink.recent_queries])
+    asked = np.array([int(q.event_id.rsplit("-", 1)[1]) for q in sink.recent_queries])
     before = int(((asked >= 8000) & (asked < 10_000)).sum())
     after = int(((asked >= 10_000) & (asked < 12_000)).sum())
     print(
@@ -563,7 +563,7 @@ def test_pacing_spends_more_after_a_drift_and_holds_the_budget():
 def test_the_warm_up_asks_at_the_maximum_share_first_and_the_run_holds_the_budget():
     pacing = {"warmup_events": 1000, "bank_events": 2000, "surge_events": 0}
     _, reg, sink = _run_on_drifting_family(20_000, 0.02, {"budget": 0.05, "pacing": pacing})
-    asked = np.array([int(q.event_id) for q in sink.recent_queries])
+    asked = np.array([int(q.event_id.rsplit("-", 1)[1]) for q in sink.recent_queries])
     first = int((asked < 1000).sum())
     later = int(((asked >= 1000) & (asked < 3000)).sum())
     print(f"queries: {first} in the first 1,000 events, {later} in the next 2,000; {len(asked)}")

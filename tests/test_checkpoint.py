@@ -16,7 +16,7 @@ from streamlearn import checkpoint
 from streamlearn.checkpoint import FORMAT_VERSION, CheckpointError, CheckpointStore
 from streamlearn.config import Config, load_config
 from streamlearn.daemon import Daemon
-from tests.helpers import sample
+from tests.helpers import run_cli, sample
 
 
 def test_save_keeps_the_newest_and_leaves_no_temp_files(tmp_path):
@@ -43,6 +43,63 @@ def test_corrupt_newest_falls_back_to_previous(tmp_path, caplog):
     assert ck.sequence == 1
     assert ck.state["v"].tolist() == [1.0]
     assert "skipping checkpoint checkpoint-00000002.pt" in caplog.text
+
+
+def test_changed_tensor_bytes_are_caught_by_the_checksum(tmp_path, caplog):
+    store = CheckpointStore(tmp_path, keep=3)
+    store.save({"w": torch.full((4,), 0.25)}, {"e:0": 1})
+    newest = store.save({"w": torch.full((4,), 0.5)}, {"e:0": 2})
+    data = newest.read_bytes()
+    weight = torch.tensor([0.5]).numpy().tobytes()
+    assert data.count(weight * 4) == 1  # the tensor's storage
+    big = torch.tensor([1e6]).numpy().tobytes()
+    newest.write_bytes(data.replace(weight * 4, weight * 3 + big))
+    ck = store.load_latest()
+    assert ck is not None
+    assert ck.sequence == 1
+    assert ck.state["w"].tolist() == [0.25] * 4
+    assert "skipping checkpoint checkpoint-00000002.pt" in caplog.text
+    assert "checksum mismatch" in caplog.text
+
+
+def test_any_changed_byte_is_caught(tmp_path):
+    store = CheckpointStore(tmp_path, keep=2)
+    path = store.save({"w": torch.arange(64, dtype=torch.float32)}, {"e:0": 1})
+    data = path.read_bytes()
+    for pos in range(0, len(data), max(1, len(data) // 97)):
+        bad = bytearray(data)
+        bad[pos] ^= 0x5A
+        path.write_bytes(bytes(bad))
+        with pytest.raises(CheckpointError, match="none of the 1 checkpoints"):
+            store.load_latest()  # a change at any byte is noticed
+    path.write_bytes(data)
+    assert store.load_latest() is not None
+
+
+def test_a_flipped_checkpoint_falls_back_to_the_previous_one_at_start(tmp_path):
+    """64 bytes flipped in the middle of the newest checkpoint: the daemon names the file
+    and the reason, resumes from the one before, and runs (it used to exit 2 every time)."""
+    ck_dir = tmp_path / "ck"
+    env = {
+        "STREAMLEARN_CHECKPOINT__DIR": str(ck_dir),
+        "STREAMLEARN_CHECKPOINT__EVERY_EVENTS": "1000",
+        "STREAMLEARN_METRICS__ENABLED": "false",
+    }
+    first = run_cli("run", "--max-events", "5000", env=env)
+    assert first.returncode == 0, first.stderr
+    files = CheckpointStore(ck_dir).files()
+    assert len(files) >= 2
+    newest = files[-1]
+    data = bytearray(newest.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 64] = bytes(b ^ 0xFF for b in data[mid : mid + 64])
+    newest.write_bytes(bytes(data))
+    again = run_cli("run", "--max-events", "6000", env=env)
+    assert again.returncode == 0, again.stderr
+    previous = int(files[-2].stem.split("-")[1])
+    assert f"skipping checkpoint {newest.name}" in again.stderr
+    assert "checksum mismatch" in again.stderr
+    assert f"resumed from checkpoint {previous}" in again.stderr
 
 
 def test_unsynced_checkpoints_are_kept_apart_and_not_trusted_after_a_reboot(

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from streamlearn.config import ConfigError, dump_config, env_overrides, load_config
+from tests.helpers import run_cli
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -80,3 +81,42 @@ def test_sinusoid_family_needs_a_regression_model(tmp_path):
     )
     cfg = load_config(_write(tmp_path, text), env={})
     assert cfg.model.task == "regression"
+
+
+def _laughs() -> str:
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, 9):
+        prev, cur = chr(ord("a") + i - 1), chr(ord("a") + i)
+        lines.append(f"{cur}: &{cur} [" + ",".join([f"*{prev}"] * 9) + "]")
+    return "\n".join([*lines, "model:\n  hidden: *i"]) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (bytes(range(256)) * 4, "is not UTF-8 text"),
+        (b"learner:\n  learning_rate: .inf\n", "learner.learning_rate = inf"),
+        (b"learner:\n  learning_rate: .nan\n", "learner.learning_rate = nan"),
+        (b"drift:\n  ph_delta: .inf\n", "drift.ph_delta = inf"),
+        (b"learner:\n  learning_rate: [1,\n  b: 2\n", "not valid YAML: expected ',' or ']'"),
+        (b"a:\n\tb: 1\n", "not valid YAML"),
+        (_laughs().encode(), "aliases (*name) are not allowed"),
+        (b"model:\n  hidden: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply"),
+        (b"x: " + b"y" * (2 << 20) + b"\n", "is over 1,048,576 bytes"),
+        (b"\x00\x01\x02", "not valid YAML"),
+    ],
+)
+def test_any_bad_file_fails_with_one_bounded_line(tmp_path, content, needle):
+    conf = tmp_path / "bad.yaml"
+    conf.write_bytes(content)
+    res = run_cli("config", "--config", str(conf))
+    assert res.returncode == 2, res.stderr[-500:]
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr[-2000:]
+    assert needle in lines[0]
+    assert len(lines[0]) <= 320
+
+
+def test_non_finite_numbers_are_refused_from_the_environment_too():
+    with pytest.raises(ConfigError, match=r"learner\.learning_rate = inf: .*finite"):
+        load_config(env={"STREAMLEARN_LEARNER__LEARNING_RATE": ".inf"})

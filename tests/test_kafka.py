@@ -111,7 +111,7 @@ def test_every_event_predicted_and_every_malformed_record_dead_lettered(kafka_bo
     assert all(0.0 <= p["p"] <= 1.0 and p["model_version"] == 0 for p in preds)
     per_key: dict[str, list[int]] = {}
     for p in preds:  # read partition by partition: each key's predictions stay in event order
-        per_key.setdefault(p["key"], []).append(int(p["event_id"]))
+        per_key.setdefault(p["key"], []).append(int(p["event_id"].rsplit("-", 1)[1]))
     assert all(ids == sorted(ids) for ids in per_key.values())
 
     dead = read_topic(kafka_bootstrap, cfg.kafka.topics.dead_letter, len(MALFORMED))
@@ -333,7 +333,7 @@ def test_kill_9_mid_stream_loses_nothing_and_never_commits_ahead(
     assert final.state["totals"]["labels"] == labelled
     assert final.state["totals"]["events"] == n_events
     preds = read_topic(kafka_bootstrap, f"{prefix}.predictions", n_events)
-    assert {p["event_id"] for p in preds} == {str(i) for i in range(n_events)}
+    assert {p["event_id"] for p in preds} == {f"42-{i}" for i in range(n_events)}
     # The same topic read once more, without crashes, by another group into its own store.
     kafka["group_id"] = f"{prefix}-uncrashed"
     checkpoint["dir"] = str(tmp_path / "uncrashed")

@@ -159,7 +159,7 @@ def test_three_replicas_kill_one_key_state_moves_and_nothing_is_lost(kafka_boots
     # checkpoint twice (replayed by the new owner).
     preds = read_topic(kafka_bootstrap, f"{prefix}.predictions", n_events)
     ids = [p["event_id"] for p in preds]
-    assert set(ids) == {str(i) for i in range(n_events)}
+    assert set(ids) == {f"42-{i}" for i in range(n_events)}
     replayed = len(ids) - n_events
     # One daemon alone over the same topic (another group, no hand-off).
     calm = dict(kafka, group_id=f"{prefix}-calm")

@@ -104,3 +104,91 @@ def test_clients_never_log_the_secret(tmp_path, caplog, free_port):
     producer.close(timeout=1)
     assert caplog.records
     assert SECRET not in caplog.text
+
+
+CANARY = "CANARY-7f3a9-do-not-print"
+
+
+def test_a_canary_secret_is_in_no_log_line_at_debug_against_the_real_broker(
+    kafka_bootstrap, tmp_path
+):
+    """The daemon at DEBUG, SASL configured against the real (PLAINTEXT) broker: kafka-python
+    logs its clients' whole configuration; the secret is masked wherever it appears."""
+    conf = tmp_path / "debug.yaml"
+    conf.write_text(
+        yaml.safe_dump(
+            {
+                "source": {"kind": "kafka"},
+                "service": {"log_level": "DEBUG"},
+                "metrics": {"enabled": False},
+                "kafka": {
+                    "bootstrap_servers": [kafka_bootstrap],
+                    "request_timeout_ms": 2000,
+                    "security": {
+                        "protocol": "SASL_PLAINTEXT",
+                        "sasl_mechanism": "PLAIN",
+                        "sasl_username": "adapter",
+                    },
+                },
+            }
+        )
+    )
+    env = {"STREAMLEARN_KAFKA__SECURITY__SASL_PASSWORD": CANARY}
+    res = run_cli("run", "--config", str(conf), "--max-events", "1", env=env, timeout=120)
+    assert res.returncode != 0  # the broker speaks no SASL
+    assert "DEBUG" in res.stderr
+    assert "sasl_plain_password" in res.stderr
+    assert CANARY not in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"kafka:\n  security:\n    sasl_password: {CANARY}\n    sasl_password_file: /etc/hosts\n",
+        f"kafka:\n  security:\n    sasl_password: [{CANARY}]\n",
+        f"kafka:\n  security:\n    sasl_password: {{a: {CANARY}}}\n",
+        f"kafka:\n  security: {CANARY}\n",
+        f"kafka:\n  security:\n    sasl_password: {CANARY}\n    protocol: SASL_PLAINTEXT\n",
+    ],
+)
+def test_a_canary_secret_is_in_no_config_error(tmp_path, text):
+    conf = tmp_path / "bad.yaml"
+    conf.write_text(text)
+    res = run_cli("config", "--config", str(conf))
+    assert res.returncode == 2
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert CANARY not in res.stdout + res.stderr, res.stderr
+
+
+def test_an_all_digit_secret_from_the_environment_is_a_string_and_never_printed():
+    env = {"STREAMLEARN_KAFKA__SECURITY__SASL_PASSWORD": "20260101123456"}
+    res = run_cli("config", env=env)
+    assert res.returncode == 0, res.stderr
+    assert "20260101123456" not in res.stdout + res.stderr
+    cfg = load_config(env=env)
+    assert cfg.kafka.security.secret("sasl_password") == "20260101123456"
+
+
+def test_a_canary_secret_is_not_served(tmp_path):
+    import urllib.request
+
+    from prometheus_client import CollectorRegistry
+
+    from streamlearn.daemon import Daemon
+    from streamlearn.http import ServiceHTTP
+
+    cfg = load_config(env={"STREAMLEARN_KAFKA__SECURITY__SASL_PASSWORD": CANARY})
+    reg = CollectorRegistry()
+    daemon = Daemon(cfg, reg)
+    daemon.run(max_events=500)
+    srv = ServiceHTTP(reg, "127.0.0.1", 0, daemon.ready)
+    port = srv.start()
+    try:
+        served = b"".join(
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{path}").read()
+            for path in ("/metrics", "/healthz")
+        )
+    finally:
+        srv.stop()
+    assert b"streamlearn_events_total" in served
+    assert CANARY.encode() not in served

@@ -12,7 +12,7 @@ the per-key ``dw*/dlambda`` the sensitivity scores need and, when tuning, lambda
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -274,6 +274,31 @@ class ActiveLearning:
         explored = np.array([i.explored for i in items], dtype=bool)
         return Joined(batch, np.array([i.p for i in items], dtype=np.float64), explored)
 
+    def recover(self, sent: Iterable[tuple[Query, float]]) -> int:
+        """Open again the unexpired queries this service sent (each with the time it was
+        sent) that its state does not hold: ones asked after the checkpoint it resumed
+        from, by a run that then stopped. Their answers are then learned like any other."""
+        now = self.clock()
+        n = 0
+        for q, sent_at in sent:
+            if q.expires_at > now:
+                explored = q.reason == "explore"
+                item = Pending(
+                    q.query_id,
+                    q.event_id,
+                    q.key,
+                    q.x,
+                    q.p,
+                    q.model_version,
+                    sent_at,
+                    q.expires_at,
+                    sent_at,  # the event's own time is not on the query
+                    explored,
+                )
+                n += self.pending.adopt(item)
+        self.metrics.pending_queries.set(len(self.pending))
+        return n
+
     # -- persistence ------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, object]:
@@ -282,6 +307,7 @@ class ActiveLearning:
             "policy": self.policy.state_dict(),
             "lambda": self.watch.state_dict() if self.watch is not None else {},
             "pacer": self.pacer.state_dict() if self.pacer is not None else {},
+            "counts": {"asked": self.asked, "joined": self.joined},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -291,4 +317,7 @@ class ActiveLearning:
             self.watch.load_state_dict(state["lambda"])
         if self.pacer is not None and state.get("pacer"):
             self.pacer.load_state_dict(state["pacer"])
+        counts = state.get("counts", {})
+        self.asked = int(counts.get("asked", 0))
+        self.joined = int(counts.get("joined", 0))
         self.metrics.pending_queries.set(len(self.pending))

@@ -132,14 +132,14 @@ class PendingQueries:
 
     def receive(self, items: Iterable[Mapping[str, Any]]) -> int:
         """Open queries handed over with their keys (ones known here already are skipped)."""
-        n = 0
-        for d in items:
-            qid = str(d["query_id"])
-            if qid in self._open or qid in self._closed:
-                continue
-            self.add(Pending(**d))
-            n += 1
-        return n
+        return sum(self.adopt(Pending(**d)) for d in items)
+
+    def adopt(self, item: Pending) -> bool:
+        """Open ``item`` unless its query is known here already (open or closed)."""
+        if item.query_id in self._open or item.query_id in self._closed:
+            return False
+        self.add(item)
+        return True
 
     def state_dict(self) -> dict[str, object]:
         """Plain data (a checkpoint holds no pickled objects)."""

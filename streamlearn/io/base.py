@@ -41,7 +41,11 @@ class Source(Protocol):
 
 @runtime_checkable
 class Sink(Protocol):
-    """Where the daemon's outputs go."""
+    """Where the daemon's outputs go. ``lost`` says why an output was not delivered (None
+    while every one was): the daemon then stops without committing past it."""
+
+    @property
+    def lost(self) -> str | None: ...
 
     def predictions(self, items: Sequence[Prediction]) -> None: ...
 
@@ -57,6 +61,10 @@ class Sink(Protocol):
 class NullSink:
     """Discards every output; dead letters and queries are still counted by the daemon's
     metrics."""
+
+    @property
+    def lost(self) -> str | None:
+        return None
 
     def predictions(self, items: Sequence[Prediction]) -> None:
         return None

@@ -33,7 +33,7 @@ from kafka import (
     TopicPartition,
 )
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
 from streamlearn.config import KafkaConfig
 from streamlearn.messages import DeadLetter, Origin, Prediction, Query, RawRecord
@@ -177,9 +177,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         src = self.source
         for tp in assigned:
             key = position_key(tp.topic, tp.partition)
-            if src.seek_on_assign:
-                start = src._restore.get(key)
-            else:
+            # A checkpoint's positions apply once, at the first assignment after it was
+            # loaded: a later rebalance must not replay what was learned since.
+            start = src._restore.pop(key, None) if src.seek_on_assign else None
+            if start is None:
                 # Kept through the rebalance: go on from what this replica has processed
                 # (the group's committed offset is older: its records are learned here).
                 start = src._held.get(key)
@@ -354,8 +355,57 @@ class KafkaSource:
         self._consumer.close(autocommit=False)
 
 
+def read_since(
+    cfg: KafkaConfig, topic: str, since_s: float, limit: int
+) -> list[tuple[bytes, float]]:
+    """The values and times (s) of the messages of ``topic`` written since ``since_s``, up
+    to its end now (the last ``limit`` of them, oldest first), read outside the group."""
+    consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, **client_settings(cfg))
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return []
+        starts = consumer.offsets_for_times({tp: int(since_s * 1000) for tp in tps})
+        ends = consumer.end_offsets(tps)
+        todo: dict[TopicPartition, int] = {}
+        for tp in tps:
+            start = starts.get(tp)
+            if start is not None and start.offset < ends[tp]:
+                todo[tp] = ends[tp]
+        if not todo:
+            return []
+        consumer.assign(list(todo))
+        for tp in todo:
+            consumer.seek(tp, starts[tp].offset)
+        out: list[tuple[bytes, float]] = []
+        deadline = time.monotonic() + cfg.request_timeout_ms / 1000
+        while todo and time.monotonic() < deadline:
+            for tp, msgs in consumer.poll(timeout_ms=500).items():
+                end = todo.get(tp, -1)
+                out.extend((m.value, m.timestamp / 1000) for m in msgs if m.offset < end)
+                if consumer.position(tp) >= end:
+                    todo.pop(tp, None)
+        if todo:
+            log.warning("read %s since %.0f only in part (timed out)", topic, since_s)
+        out.sort(key=lambda item: item[1])
+        return out[-limit:]
+    finally:
+        consumer.close(autocommit=False)
+
+
+class OutputLostError(RuntimeError):
+    """An output the broker did not take; offsets must not be committed past it."""
+
+
 class KafkaSink:
-    """Predictions (optional), dead letters and any other topic (queries) via one producer."""
+    """Predictions (optional), dead letters and any other topic (queries) via one producer.
+
+    A send that fails (at once, or later in the producer's background thread) is never
+    passed over: the first failure is kept and :meth:`flush` raises :class:`OutputLostError`
+    from then on, so no checkpoint covers it and no offset is committed past it (a restart
+    replays from the last checkpoint and sends it again). A dead letter too large for the
+    producer is sent again without its original (the size and SHA-256 still identify it).
+    """
 
     def __init__(self, cfg: KafkaConfig) -> None:
         self.cfg = cfg
@@ -368,9 +418,30 @@ class KafkaSink:
             **client_settings(cfg),
         )
         self._n_partitions: dict[str, int] = {}
+        self._lost: str | None = None
+
+    @property
+    def lost(self) -> str | None:
+        """Why outputs were lost (the first failure), None while none was."""
+        return self._lost
+
+    def _failed(self, topic: str, exc: BaseException) -> None:
+        if self._lost is None:
+            self._lost = f"an output to {topic!r} was not delivered ({type(exc).__name__}: {exc})"
+            log.error("%s; offsets stay uncommitted until a restart replays it", self._lost)
+
+    def _send(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> None:
+        try:
+            future = self._producer.send(topic, key=key, value=value, partition=partition)
+        except KafkaError as exc:
+            self._failed(topic, exc)
+            return
+        future.add_errback(self._failed, topic)
 
     def send(self, topic: str, key: str | None, value: bytes) -> None:
-        self._producer.send(topic, key=key.encode() if key else None, value=value)
+        self._send(topic, key.encode() if key else None, value)
 
     def _partitions(self, topic: str) -> int:
         n = self._n_partitions.get(topic)
@@ -387,23 +458,36 @@ class KafkaSink:
             return
         topic = self.cfg.topics.predictions
         n = self._partitions(topic)
-        send = self._producer.send
+        send = self._send
         for p in items:
             part = p.partition % n if n and p.partition >= 0 else None
-            send(topic, key=p.key.encode(), value=p.to_json(), partition=part)
+            send(topic, p.key.encode(), p.to_json(), part)
 
     def dead_letters(self, items: Sequence[DeadLetter]) -> None:
+        topic = self.cfg.topics.dead_letter
+        send = self._producer.send
         for d in items:
-            self._producer.send(self.cfg.topics.dead_letter, value=d.to_json())
+            try:
+                try:
+                    future = send(topic, value=d.to_json())
+                except MessageSizeTooLargeError:
+                    # Only a producer limit below the bounded prefix gets here.
+                    future = send(topic, value=d.to_json(max_original=0))
+            except KafkaError as exc:
+                self._failed(topic, exc)
+                continue
+            future.add_errback(self._failed, topic)
 
     def queries(self, items: Sequence[Query]) -> None:
         """One message per query, keyed by entity (labellers may partition work by key)."""
         topic = self.cfg.topics.queries
         for q in items:
-            self._producer.send(topic, key=q.key.encode(), value=q.to_json())
+            self._send(topic, q.key.encode(), q.to_json())
 
     def flush(self) -> None:
         self._producer.flush(timeout=self.cfg.request_timeout_ms / 1000)
+        if self._lost is not None:
+            raise OutputLostError(self._lost)
 
     def close(self) -> None:
         self._producer.close(timeout=self.cfg.request_timeout_ms / 1000)

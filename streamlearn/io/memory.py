@@ -108,6 +108,10 @@ class MemorySink:
         self.n_dead_letters = 0
         self.n_queries = 0
 
+    @property
+    def lost(self) -> str | None:
+        return None
+
     def predictions(self, items: Sequence[Prediction]) -> None:
         self.recent_predictions.extend(items)
         self.n_predictions += len(items)

@@ -39,9 +39,11 @@ class LabelledEvent:
 
 
 def _with_label(
-    i: int, key: str, x: list[float], y: float, concept: int, keep: bool
+    seed: int, i: int, key: str, x: list[float], y: float, concept: int, keep: bool
 ) -> LabelledEvent:
-    ev: dict[str, Any] = {"id": str(i), "key": key, "ts": float(i), "x": x}
+    # The seed is part of the id: two streams of one family are distinct events (the
+    # daemon drops an id it has seen recently as a producer's duplicate).
+    ev: dict[str, Any] = {"id": f"{seed}-{i}", "key": key, "ts": float(i), "x": x}
     if keep:
         ev["y"] = y
     return LabelledEvent(ev, y, concept)
@@ -87,7 +89,7 @@ class _KeyedFamily(ABC):
             keep = (rng.random(_CHUNK) < cfg.label_fraction).tolist()
             ks, cs = keys.tolist(), concept.tolist()
             for j in range(_CHUNK):
-                yield _with_label(start + j, names[ks[j]], x[j], y[j], cs[j], keep[j])
+                yield _with_label(cfg.seed, start + j, names[ks[j]], x[j], y[j], cs[j], keep[j])
 
 
 class DriftingClassification(_KeyedFamily):
@@ -221,7 +223,7 @@ class RiverStream:
                 )
                 keep = cfg.label_fraction >= 1.0 or rng.random() < cfg.label_fraction
                 yield _with_label(
-                    i, key, [float(v) for v in x.values()], float(int(y)), concept, keep
+                    cfg.seed, i, key, [float(v) for v in x.values()], float(int(y)), concept, keep
                 )
                 i += 1
 

@@ -1,6 +1,7 @@
 """Meta-init files: what ``streamlearn meta-train`` writes and ``run --meta-init`` loads.
 
-One ``torch.save`` file of tensors and plain values (loaded with ``weights_only=True``): the
+One sealed ``torch.save`` file (:func:`streamlearn.checkpoint.seal`: checked against its
+SHA-256 before it is loaded, with ``weights_only=True``) of tensors and plain values: the
 starting point ``theta0``, the learned per-parameter inner rates, optionally a pool of
 further starts for recurring concepts (``[K, P]``, see :mod:`streamlearn.meta.pool`), the
 model layout it was trained for, the feature standardisation it was trained in, a version and
@@ -15,7 +16,7 @@ from typing import Any
 
 import torch
 
-from streamlearn.checkpoint import atomic_save
+from streamlearn.checkpoint import CheckpointError, atomic_save, load_sealed
 from streamlearn.model import ModelSpec
 
 FORMAT = "streamlearn-meta-init"
@@ -67,12 +68,12 @@ def load_meta_init(path: str | Path, spec: ModelSpec) -> MetaInit:
     >>> load_meta_init(p, spec).version
     4
     """
+    if not Path(path).is_file():
+        raise ValueError(f"--meta-init {str(path)!r}: no such file")
     try:
-        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ValueError(f"--meta-init {str(path)!r}: no such file") from None
-    except Exception as exc:
-        raise ValueError(f"--meta-init {str(path)!r}: unreadable ({exc})") from None
+        payload = load_sealed(Path(path))
+    except CheckpointError as exc:
+        raise ValueError(f"--meta-init {str(path)!r}: {exc}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"--meta-init {str(path)!r}: not a streamlearn meta-init file")
     if payload["layout"] != _layout(spec):
