@@ -2,7 +2,7 @@
 
 Every label is withheld from the stream; the daemon (in process, its whole pipeline) asks
 for labels on the query path, and an oracle answers them from the withheld truth after a
-delay (:class:`streamlearn.io.loopback.LoopbackSource`, virtual clock: 1,000 events per
+delay (:class:`streamlearn.testing.LoopbackSource`, virtual clock: 1,000 events per
 second, so ``--delay-events`` is exact whatever the machine's speed). The daemon reads
 ``--poll-events`` events per poll (default: the delay), and an answer is learned at the
 first poll after it is due: 100-200 events after its query by default. (Until stop 16 the
@@ -80,9 +80,9 @@ def run_one(
     acts on the daemon as events go by: bench/active_ceiling.py)."""
     from streamlearn.active.oracle import Oracle
     from streamlearn.config import load_config
-    from streamlearn.daemon import Daemon
-    from streamlearn.io.loopback import LoopbackSource, recording_truth
     from streamlearn.io.memory import MemorySink, MemorySource
+    from streamlearn.service.daemon import Daemon
+    from streamlearn.testing import LoopbackSource, recording_truth
 
     over, items = stream_config(stream)
     truth: dict[str, float] = {}

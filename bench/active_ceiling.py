@@ -20,7 +20,7 @@ at most. The last rows are the daemon's own: a **surge** when the answers' evide
 model does no better than a coin passes ``active.pacing.alarm_nats``
 (:mod:`streamlearn.active.pacing`; the table gives how late its first alarm after each
 drift came, and how many alarms fell outside the first 5,000 events of a segment), and
-**recall** from the concept memory (:mod:`streamlearn.recall`). Prequential accuracy over
+**recall** from the concept memory (:mod:`streamlearn.learning.recall`). Prequential accuracy over
 every event, medians over seeds.
 
     .venv/bin/python -m bench.active_ceiling [--seeds 3] [--delays 0,500,1000,2000]
@@ -40,7 +40,7 @@ from tqdm import tqdm
 from bench.active_budget import run_one
 from streamlearn.active.pacing import BudgetPacer
 from streamlearn.config import SyntheticSourceConfig
-from streamlearn.io.loopback import LoopbackSource
+from streamlearn.testing import LoopbackSource
 
 SEGMENT = SyntheticSourceConfig().segment_length  # family100's (bench.active_budget)
 CONCEPTS = SyntheticSourceConfig().n_concepts

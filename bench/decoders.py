@@ -4,7 +4,7 @@ The same records (the wire contract's events from the default drifting family: i
 ts, 8 features, label) are parsed by the standard library's ``json``, ``orjson`` and
 ``msgspec`` (untyped, and into a typed ``Struct`` that also checks the field types), and
 run through the daemon's whole decoder (``EventDecoder.decode``: parse, validate, build the
-batch's arrays) with its msgspec fast path (:mod:`streamlearn.fast_decode`) and without it
+batch's arrays) with its msgspec fast path (:mod:`streamlearn.wire.fast_decode`) and without it
 (orjson, then the checks in Python: the full path, which every record the fast path does
 not take goes down), in polls of 2,000 records. Records per second, median over ``--repeats``,
 as a ratio to ``json`` measured in the same run.
@@ -36,7 +36,7 @@ def _records(n: int) -> list[bytes]:
 
 
 def _parsers() -> dict[str, Callable[[list[bytes]], object]]:
-    from streamlearn.messages import EventDecoder, Origin, RawRecord
+    from streamlearn.wire.messages import EventDecoder, Origin, RawRecord
 
     out: dict[str, Callable[[list[bytes]], object]] = {
         "json (stdlib)": lambda recs: [json.loads(r) for r in recs],

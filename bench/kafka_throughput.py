@@ -89,9 +89,9 @@ def phase_in_process(n: int, prefix: str) -> dict[str, float]:
     from prometheus_client import CollectorRegistry
 
     from streamlearn.config import load_config
-    from streamlearn.daemon import Daemon
     from streamlearn.io.base import NullSink
     from streamlearn.io.memory import MemorySource
+    from streamlearn.service.daemon import Daemon
 
     items = _stream(n)
     over = {"source": {"batch_size": 2000, "synthetic": {"n_keys": SETTINGS["keys"]}}}
@@ -103,7 +103,7 @@ def phase_in_process(n: int, prefix: str) -> dict[str, float]:
 
 
 def phase_produce(n: int, prefix: str) -> dict[str, float]:
-    from streamlearn.simulate import simulate
+    from streamlearn.cli.simulate import simulate
 
     items = _stream(n)
     cfg = _config(prefix, "", emit=False)
@@ -114,7 +114,7 @@ def phase_produce(n: int, prefix: str) -> dict[str, float]:
 def phase_consume(n: int, prefix: str, decode: bool) -> dict[str, float]:
     from kafka import KafkaConsumer
 
-    from streamlearn.messages import EventDecoder, Origin, RawRecord
+    from streamlearn.wire.messages import EventDecoder, Origin, RawRecord
 
     consumer = KafkaConsumer(
         f"{prefix}.events",
@@ -148,7 +148,7 @@ def phase_daemon(n: int, prefix: str, emit: bool) -> dict[str, float]:
 
     from prometheus_client import CollectorRegistry
 
-    from streamlearn.daemon import Daemon
+    from streamlearn.service.daemon import Daemon
     from tests.kafka_util import committed_offsets, end_offsets
 
     with tempfile.TemporaryDirectory() as ck:
@@ -171,7 +171,7 @@ def phase_daemon(n: int, prefix: str, emit: bool) -> dict[str, float]:
 def _produce_paced(prefix: str, n: int, rate: float, keys: int) -> None:
     """The paced producer, in its own process (as producers are in production: the
     daemon's latency is not measured with a producer sharing its interpreter)."""
-    from streamlearn.simulate import simulate
+    from streamlearn.cli.simulate import simulate
 
     SETTINGS["keys"] = keys
     with tempfile.TemporaryDirectory() as ck:
@@ -198,7 +198,7 @@ def phase_paced(
 
     from prometheus_client import CollectorRegistry
 
-    from streamlearn.daemon import Daemon
+    from streamlearn.service.daemon import Daemon
 
     with tempfile.TemporaryDirectory() as ck:
         cfg = _config(prefix + "p", ck, emit=True)

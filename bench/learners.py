@@ -86,9 +86,9 @@ def run_streamlearn(stream: list[Example], learner: dict[str, Any] | None = None
     from prometheus_client import CollectorRegistry
 
     from streamlearn.config import load_config
-    from streamlearn.daemon import Daemon
     from streamlearn.io.base import NullSink
     from streamlearn.io.memory import MemorySource
+    from streamlearn.service.daemon import Daemon
 
     d = len(stream[0][1])
     cfg = load_config(

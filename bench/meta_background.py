@@ -22,10 +22,10 @@ def worker(events: int, meta: bool) -> dict[str, Any]:
     from prometheus_client import CollectorRegistry
 
     from streamlearn.config import load_config
-    from streamlearn.daemon import Daemon
     from streamlearn.io.base import NullSink
     from streamlearn.io.memory import MemorySource
     from streamlearn.io.synthetic import build_family
+    from streamlearn.service.daemon import Daemon
 
     torch.set_num_threads(1)
     cfg = load_config(

@@ -27,7 +27,7 @@ from streamlearn.config import load_config
 from streamlearn.io.synthetic import build_family
 from streamlearn.meta.distributed import World, leave
 from streamlearn.meta.offline import MetaResult, OfflineSettings, build_buffers, meta_train
-from streamlearn.model import ModelSpec
+from streamlearn.model.spec import ModelSpec
 from tests.helpers import free_tcp_port
 
 

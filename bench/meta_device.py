@@ -33,7 +33,7 @@ from streamlearn.meta.offline import OfflineSettings, build_buffers
 from streamlearn.meta.outer import IMPLICIT_DEFAULT_LAMBDA
 from streamlearn.meta.tasks import TaskSnapshot
 from streamlearn.meta.trainer import Job, Outcome, run_job
-from streamlearn.model import ModelSpec
+from streamlearn.model.spec import ModelSpec
 
 
 @dataclass(frozen=True)

@@ -55,11 +55,11 @@ def run_variant(name: str, init_path: str) -> dict[str, Any]:
     from prometheus_client import CollectorRegistry
 
     from streamlearn.config import load_config
-    from streamlearn.daemon import Daemon
     from streamlearn.io.base import NullSink
     from streamlearn.io.memory import MemorySource
     from streamlearn.io.synthetic import build_family
     from streamlearn.meta.initfile import load_meta_init
+    from streamlearn.service.daemon import Daemon
 
     torch.set_num_threads(1)
     drift = (

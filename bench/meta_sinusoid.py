@@ -28,7 +28,7 @@ import torch
 
 from streamlearn.meta.implicit import IMAML
 from streamlearn.meta.maml import MAML, InnerRule, MetaParams, TaskBatch, adapt, mean_loss
-from streamlearn.model import ModelSpec
+from streamlearn.model.spec import ModelSpec
 
 SPEC = ModelSpec(1, "regression", hidden=(40, 40), activation="relu")
 RATES = (0.001, 0.003, 0.01, 0.03, 0.1)

@@ -44,8 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from streamlearn.config import load_config
-    from streamlearn.daemon import Daemon
-    from streamlearn.residency import SPILL_FILE
+    from streamlearn.service.daemon import Daemon
+    from streamlearn.state.residency import SPILL_FILE
 
     torch.set_num_threads(1)
     ck_dir = tempfile.mkdtemp(prefix="soak-")

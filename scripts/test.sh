@@ -2,7 +2,8 @@
 # Installs everything the tests need into .venv (downloads cached under ~/.cache) and Debian's
 # prometheus package (promtool and a real server) when absent, starts the real Kafka broker
 # (scripts/kafka.sh: Apache Kafka from Maven Central, KRaft, 127.0.0.1:9092) and runs the
-# whole suite: ruff (lint + format), mypy, pytest (doctests included).
+# whole suite: ruff (lint + format), mypy, the import layers (import-linter), pytest
+# (doctests included).
 # This is the README's test command; .ci/run runs exactly this. The broker is left running
 # for the next run (scripts/kafka.sh stop stops it); under CI=true it starts from empty data
 # (a cached ~/.cache may hold an earlier run's topics) and is stopped at exit.
@@ -29,4 +30,5 @@ if [ "${CI:-}" = "true" ]; then ./scripts/kafka.sh reset; fi
 if [ "${CI:-}" = "true" ]; then trap './scripts/kafka.sh stop' EXIT; fi
 echo "== ruff"; ruff check . && ruff format --check .
 echo "== mypy"; mypy
+echo "== import layers"; lint-imports --no-cache
 echo "== pytest"; python -m pytest -q "$@"

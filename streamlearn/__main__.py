@@ -1,3 +1,3 @@
-from streamlearn.cli import main
+from streamlearn.cli.main import main
 
 raise SystemExit(main())

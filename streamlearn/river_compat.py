@@ -1,7 +1,7 @@
 """The learner as a river estimator, so river's evaluation tools run on it unchanged.
 
 One river model is one entity key: ``learn_one`` is a poll of one labelled event through
-the same :class:`~streamlearn.learner.OnlineLearner` the daemon uses (standardisation,
+the same :class:`~streamlearn.learning.learner.OnlineLearner` the daemon uses (standardisation,
 AdaGrad, proximal term), and ``predict_*_one`` read the current weights without changing
 anything. The feature order is ``feature_names`` when given, else the first ``x``'s keys.
 """
@@ -14,9 +14,9 @@ import numpy as np
 from river import base
 
 from streamlearn.config import LearnerConfig, SharedConfig
-from streamlearn.learner import OnlineLearner
-from streamlearn.messages import EventBatch
-from streamlearn.model import ModelSpec
+from streamlearn.learning.learner import OnlineLearner
+from streamlearn.model.spec import ModelSpec
+from streamlearn.wire.messages import EventBatch
 
 _KEY = "river"
 

@@ -11,7 +11,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from streamlearn.config import LearnerConfig, SharedConfig
-from streamlearn.messages import EventBatch
+from streamlearn.wire.messages import EventBatch
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,6 @@ import torch
 from prometheus_client import CollectorRegistry
 from torch.func import jvp
 
-from streamlearn import lanes
 from streamlearn.active.lambda_watch import DENSE_PARAMS, LambdaWatch, key_derivatives
 from streamlearn.active.loop import ActiveLearning
 from streamlearn.active.oracle import Oracle, read_truth
@@ -24,15 +23,16 @@ from streamlearn.config import (
     SharedConfig,
     load_config,
 )
-from streamlearn.daemon import Daemon
-from streamlearn.io.loopback import LoopbackSource, recording_truth
 from streamlearn.io.memory import MemorySink, MemorySource
 from streamlearn.io.synthetic import build_family
-from streamlearn.learner import OnlineLearner
+from streamlearn.learning.learner import OnlineLearner
 from streamlearn.meta.implicit import solve_inner
 from streamlearn.meta.maml import mean_loss
-from streamlearn.model import ModelSpec
-from streamlearn.outcomes import prediction_loss
+from streamlearn.model import lanes
+from streamlearn.model.spec import ModelSpec
+from streamlearn.service.daemon import Daemon
+from streamlearn.service.outcomes import prediction_loss
+from streamlearn.testing import LoopbackSource, recording_truth
 from tests.helpers import event_batch, sample
 
 SPECS = [
@@ -202,7 +202,7 @@ def test_an_alarms_restart_ramps_the_accumulator_back_over_its_memory():
     """forgetting 0.75 remembers 4 steps: after the restart the accumulator is at least
     1/4, 2/4, 3/4 and 4/4 of the old one at steps 1-4, then follows RMSprop alone.
     Hand-solved with a gradient of 0.1 (g^2 = 0.01)."""
-    from streamlearn.shared import SharedWeights
+    from streamlearn.learning.shared import SharedWeights
 
     s = SharedWeights(
         np.zeros(1, dtype=np.float32), rate=0.1, initial_accumulator=0.1, forgetting=0.75
@@ -584,7 +584,7 @@ def test_an_alarm_restarts_the_shared_steps_for_a_drift_of_many_keys(
     """20 keys drift together: their alarms restart the shared model's steps (unless told
     not to). One key (drifting more often, for alarms in a short stream): its misses are
     its own, and the shared steps stay as they are."""
-    from streamlearn.shared import SharedWeights
+    from streamlearn.learning.shared import SharedWeights
 
     calls: list[bool] = []
     original = SharedWeights.restart

@@ -108,7 +108,7 @@ def test_open_queries_by_key_stay_indexed_through_answers_expiry_and_capacity():
 def test_answers_decode_and_malformed_ones_become_dead_letters_with_reasons():
     import orjson
 
-    from streamlearn.messages import EventDecoder, Origin, Query, RawRecord, Reason
+    from streamlearn.wire.messages import EventDecoder, Origin, Query, RawRecord, Reason
 
     dec = EventDecoder(n_features=2, task="binary")
     raw = [

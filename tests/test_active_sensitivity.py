@@ -10,7 +10,7 @@ from streamlearn.active.sensitivity import (
 )
 from streamlearn.meta.implicit import solve_inner
 from streamlearn.meta.maml import mean_loss
-from streamlearn.model import ModelSpec
+from streamlearn.model.spec import ModelSpec
 
 CASES = [
     ModelSpec(3, "regression"),

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.func import grad
 
-from streamlearn import lanes
-from streamlearn.model import ModelSpec
+from streamlearn.model import lanes
+from streamlearn.model.spec import ModelSpec
 from streamlearn.optim import AdagradState, adagrad_step, proximal_grad
 
 

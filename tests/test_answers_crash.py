@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from streamlearn.checkpoint import CheckpointStore
+from streamlearn.state.checkpoint import CheckpointStore
 from tests.kafka_util import (
     committed_offsets,
     end_offsets,

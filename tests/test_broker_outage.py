@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from streamlearn.checkpoint import CheckpointStore
+from streamlearn.state.checkpoint import CheckpointStore
 from tests.helpers import ROOT, run_cli
 from tests.kafka_util import (
     committed_offsets,

@@ -12,10 +12,10 @@ import pytest
 import torch
 from prometheus_client import CollectorRegistry
 
-from streamlearn import checkpoint
-from streamlearn.checkpoint import FORMAT_VERSION, CheckpointError, CheckpointStore
 from streamlearn.config import Config, load_config
-from streamlearn.daemon import Daemon
+from streamlearn.service.daemon import Daemon
+from streamlearn.state import checkpoint
+from streamlearn.state.checkpoint import FORMAT_VERSION, CheckpointError, CheckpointStore
 from tests.helpers import run_cli, sample
 
 

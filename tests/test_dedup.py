@@ -6,8 +6,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from streamlearn.config import load_config
-from streamlearn.daemon import Daemon
 from streamlearn.io.memory import MemorySink, MemorySource
+from streamlearn.service.daemon import Daemon
 from tests.helpers import sample
 from tests.test_kafka import _events
 

@@ -4,9 +4,9 @@ import torch
 from prometheus_client import CollectorRegistry
 
 from streamlearn.config import DriftConfig, load_config
-from streamlearn.daemon import Daemon
-from streamlearn.drift import Degradation, DriftMonitor, RecoveryTracker
+from streamlearn.drift.detectors import Degradation, DriftMonitor, RecoveryTracker
 from streamlearn.io.memory import MemorySource
+from streamlearn.service.daemon import Daemon
 from tests.helpers import sample
 
 

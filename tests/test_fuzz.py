@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from streamlearn.config import load_config
-from streamlearn.daemon import Daemon
 from streamlearn.io.memory import MemorySink, MemorySource
-from streamlearn.messages import EventDecoder, Origin, RawRecord, Reason
+from streamlearn.service.daemon import Daemon
+from streamlearn.wire.messages import EventDecoder, Origin, RawRecord, Reason
 
 N_FEATURES = 8
 

@@ -15,8 +15,8 @@ from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry
 
 from streamlearn.config import load_config
-from streamlearn.daemon import Daemon
-from streamlearn.messages import MAX_RECORD_BYTES
+from streamlearn.service.daemon import Daemon
+from streamlearn.wire.messages import MAX_RECORD_BYTES
 from tests.helpers import sample
 from tests.kafka_util import kafka_overrides, read_topic, unique_prefix
 from tests.test_fuzz import json_values

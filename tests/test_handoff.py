@@ -9,11 +9,11 @@ import numpy as np
 
 from streamlearn.active.pending import Pending, PendingQueries
 from streamlearn.config import LearnerConfig
-from streamlearn.handoff import KeyHandoff
-from streamlearn.learner import OnlineLearner
-from streamlearn.model import ModelSpec
-from streamlearn.residency import SPILL_FILE, Residency
-from streamlearn.spill import SpilledKey, SpillStore
+from streamlearn.learning.learner import OnlineLearner
+from streamlearn.model.spec import ModelSpec
+from streamlearn.service.handoff import KeyHandoff
+from streamlearn.state.residency import SPILL_FILE, Residency
+from streamlearn.state.spill import SpilledKey, SpillStore
 from tests.helpers import event_batch
 
 EVENTS = "ev"

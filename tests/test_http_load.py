@@ -9,8 +9,8 @@ import urllib.request
 from prometheus_client import CollectorRegistry
 
 from streamlearn.config import load_config
-from streamlearn.daemon import Daemon
-from streamlearn.http import ServiceHTTP
+from streamlearn.ops.http import ServiceHTTP
+from streamlearn.service.daemon import Daemon
 
 SCRAPES = 200
 

@@ -17,13 +17,13 @@ import pytest
 from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry
 
-from streamlearn.checkpoint import CheckpointStore
 from streamlearn.config import SyntheticSourceConfig, load_config
-from streamlearn.daemon import Daemon
 from streamlearn.io.synthetic import build_family
-from streamlearn.learner_state import key_names
-from streamlearn.residency import SPILL_FILE
-from streamlearn.spill import SpillStore
+from streamlearn.learning.learner_state import key_names
+from streamlearn.service.daemon import Daemon
+from streamlearn.state.checkpoint import CheckpointStore
+from streamlearn.state.residency import SPILL_FILE
+from streamlearn.state.spill import SpillStore
 from tests.helpers import run_cli, sample
 from tests.kafka_util import (
     committed_offsets,

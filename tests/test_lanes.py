@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.func import grad, vmap
 
-from streamlearn import lanes
-from streamlearn.model import ModelSpec
+from streamlearn.model import lanes
+from streamlearn.model.spec import ModelSpec
 
 SPECS = [
     ModelSpec(4, "binary"),

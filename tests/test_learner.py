@@ -6,10 +6,10 @@ import torch
 from torch.func import grad
 
 from streamlearn.config import LearnerConfig
-from streamlearn.keys import rounds
-from streamlearn.learner import OnlineLearner
-from streamlearn.model import ModelSpec
-from streamlearn.scaling import RunningStandardizer
+from streamlearn.learning.learner import OnlineLearner
+from streamlearn.model.scaling import RunningStandardizer
+from streamlearn.model.spec import ModelSpec
+from streamlearn.state.keys import rounds
 from tests.helpers import event_batch, per_key_rules
 
 

@@ -5,7 +5,7 @@ import orjson
 import pytest
 
 from streamlearn.io.memory import records
-from streamlearn.messages import EventDecoder, Origin, RawRecord, Reason
+from streamlearn.wire.messages import EventDecoder, Origin, RawRecord, Reason
 
 GOOD = {"id": "e1", "key": "k", "ts": 1.5, "x": [1.0, 2.0, 3.0], "y": 1}
 

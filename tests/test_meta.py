@@ -6,7 +6,7 @@ from torch.func import hessian
 
 from streamlearn.meta import implicit
 from streamlearn.meta.maml import InnerRule, MetaParams, TaskBatch, adapt, meta_grad, meta_loss
-from streamlearn.model import ModelSpec
+from streamlearn.model.spec import ModelSpec
 from streamlearn.optim.linalg import conjugate_gradient, hvp
 
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from streamlearn.config import LearnerConfig
-from streamlearn.learner import OnlineLearner
-from streamlearn.messages import EventBatch
+from streamlearn.learning.learner import OnlineLearner
 from streamlearn.meta.initfile import MetaInit, load_meta_init, save_meta_init
 from streamlearn.meta.tasks import TaskBuffer
-from streamlearn.model import ModelSpec
+from streamlearn.model.spec import ModelSpec
+from streamlearn.wire.messages import EventBatch
 from tests.helpers import per_key_rules, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent

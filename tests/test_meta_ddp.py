@@ -12,7 +12,7 @@ import torch
 from streamlearn.config import load_config
 from streamlearn.meta.distributed import world_from_env
 from streamlearn.meta.initfile import MetaInit, load_meta_init
-from streamlearn.wiring import build_spec
+from streamlearn.service.wiring import build_spec
 from tests.helpers import ROOT, run_cli
 
 ARGS = ("--events", "12000", "--steps", "40", "--tasks-per-step", "8", "--no-progress")

@@ -7,19 +7,19 @@ import torch
 from prometheus_client import CollectorRegistry
 
 from streamlearn.config import DriftConfig, LearnerConfig, load_config
-from streamlearn.daemon import Daemon
+from streamlearn.drift.resets import Resetter
 from streamlearn.io.base import NullSink
 from streamlearn.io.memory import MemorySource
 from streamlearn.io.synthetic import DriftingClassification, build_family
-from streamlearn.learner import OnlineLearner
+from streamlearn.learning.learner import OnlineLearner
 from streamlearn.meta.initfile import MetaInit, load_meta_init, save_meta_init
 from streamlearn.meta.maml import InnerRule, MetaParams
 from streamlearn.meta.offline import OfflineSettings, meta_train
 from streamlearn.meta.pool import choose_member, cluster_tasks, task_fits
 from streamlearn.meta.tasks import TaskBuffer
-from streamlearn.model import ModelSpec
-from streamlearn.recent import RecentLabels
-from streamlearn.resets import Resetter
+from streamlearn.model.spec import ModelSpec
+from streamlearn.service.daemon import Daemon
+from streamlearn.state.recent import RecentLabels
 from tests.helpers import event_batch, sample
 
 D = 4

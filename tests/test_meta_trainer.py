@@ -10,14 +10,14 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from streamlearn.config import MetaConfig, SyntheticSourceConfig, load_config
-from streamlearn.daemon import Daemon
 from streamlearn.io.memory import MemorySink
 from streamlearn.io.synthetic import build_family
 from streamlearn.meta.maml import InnerRule, MetaParams
 from streamlearn.meta.offline import OfflineSettings, build_buffers
 from streamlearn.meta.tasks import TaskBuffer
 from streamlearn.meta.trainer import BackgroundMetaTrainer, Job, Outcome, run_job
-from streamlearn.model import ModelSpec
+from streamlearn.model.spec import ModelSpec
+from streamlearn.service.daemon import Daemon
 from tests.helpers import sample
 
 
@@ -152,7 +152,7 @@ from tests.test_meta_trainer import _buffer
 from streamlearn.config import MetaConfig
 from streamlearn.meta.maml import InnerRule, MetaParams
 from streamlearn.meta.trainer import BackgroundMetaTrainer
-from streamlearn.model import ModelSpec
+from streamlearn.model.spec import ModelSpec
 cfg = MetaConfig(steps=10**7, support=5, query=5, held_out_tasks=20, device="cpu")
 t = BackgroundMetaTrainer(cfg, ModelSpec(8), InnerRule(steps=1, lam=0.01))
 t.start(_buffer(), MetaParams(torch.zeros(9), torch.zeros(9)), 0)

@@ -11,11 +11,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamlearn.config import Config, load_config
-from streamlearn.daemon import Daemon
-from streamlearn.http import ServiceHTTP
 from streamlearn.io.memory import MemorySink, MemorySource
 from streamlearn.io.synthetic import build_family
-from streamlearn.metrics import RollingMean
+from streamlearn.ops.http import ServiceHTTP
+from streamlearn.ops.metrics import RollingMean
+from streamlearn.service.daemon import Daemon
 from tests.helpers import sample
 
 EXPECTED_TYPES = {

@@ -15,12 +15,12 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from streamlearn.checkpoint import CheckpointStore
 from streamlearn.config import Config, load_config
-from streamlearn.daemon import Daemon
 from streamlearn.io.memory import MemorySink, MemorySource
-from streamlearn.messages import EventBatch
-from streamlearn.quarantine import LEDGER_NAME, PollFailedError
+from streamlearn.service.daemon import Daemon
+from streamlearn.service.quarantine import LEDGER_NAME, PollFailedError
+from streamlearn.state.checkpoint import CheckpointStore
+from streamlearn.wire.messages import EventBatch
 from tests.helpers import sample
 from tests.kafka_util import (
     committed_offsets,

@@ -1,4 +1,4 @@
-"""The concept memory (streamlearn.recall): its CUSUM against a sequential loop, what it
+"""The concept memory (streamlearn.learning.recall): its CUSUM against a sequential loop, what it
 stores, when it recalls, and that it survives a checkpoint."""
 
 import math
@@ -6,11 +6,11 @@ import math
 import numpy as np
 import pytest
 
-from streamlearn import lanes
 from streamlearn.config import ConfigError, LearnerConfig, RecallConfig, load_config
-from streamlearn.learner import OnlineLearner
-from streamlearn.model import ModelSpec
-from streamlearn.recall import ConceptMemory
+from streamlearn.learning.learner import OnlineLearner
+from streamlearn.learning.recall import ConceptMemory
+from streamlearn.model import lanes
+from streamlearn.model.spec import ModelSpec
 from tests.helpers import event_batch
 
 

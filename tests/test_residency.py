@@ -7,13 +7,13 @@ import pytest
 import torch
 from prometheus_client import CollectorRegistry
 
-from streamlearn.checkpoint import CheckpointStore
 from streamlearn.config import Config, LearnerConfig, SharedConfig, load_config
-from streamlearn.daemon import Daemon
-from streamlearn.learner import OnlineLearner
-from streamlearn.model import ModelSpec
-from streamlearn.residency import SPILL_FILE, Residency
-from streamlearn.spill import SpilledKey, SpillStore
+from streamlearn.learning.learner import OnlineLearner
+from streamlearn.model.spec import ModelSpec
+from streamlearn.service.daemon import Daemon
+from streamlearn.state.checkpoint import CheckpointStore
+from streamlearn.state.residency import SPILL_FILE, Residency
+from streamlearn.state.spill import SpilledKey, SpillStore
 from tests.helpers import event_batch, sample
 from tests.test_checkpoint import _whole_and_resumed
 

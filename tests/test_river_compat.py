@@ -2,10 +2,10 @@ import numpy as np
 import torch
 from river import datasets, evaluate, linear_model, metrics, preprocessing
 
-from streamlearn.learner import OnlineLearner
-from streamlearn.messages import EventBatch
-from streamlearn.model import ModelSpec
+from streamlearn.learning.learner import OnlineLearner
+from streamlearn.model.spec import ModelSpec
 from streamlearn.river_compat import SOLO_PROXIMAL_LAMBDA, StreamlearnClassifier
+from streamlearn.wire.messages import EventBatch
 from tests.helpers import per_key_rules
 
 

@@ -1,5 +1,5 @@
 """Scale-out on the real broker: three daemons in one consumer group with key-state hand-off
-(kafka.handoff, streamlearn.handoff); one is killed with SIGKILL mid-stream."""
+(kafka.handoff, streamlearn.service.handoff); one is killed with SIGKILL mid-stream."""
 
 import os
 import signal
@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamlearn.checkpoint import CheckpointStore
 from streamlearn.config import load_config
-from streamlearn.handoff import StateTopic
+from streamlearn.service.handoff import StateTopic
+from streamlearn.state.checkpoint import CheckpointStore
 from tests.helpers import ROOT, free_tcp_port, run_cli
 from tests.kafka_util import (
     committed_offsets,

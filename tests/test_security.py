@@ -174,8 +174,8 @@ def test_a_canary_secret_is_not_served(tmp_path):
 
     from prometheus_client import CollectorRegistry
 
-    from streamlearn.daemon import Daemon
-    from streamlearn.http import ServiceHTTP
+    from streamlearn.ops.http import ServiceHTTP
+    from streamlearn.service.daemon import Daemon
 
     cfg = load_config(env={"STREAMLEARN_KAFKA__SECURITY__SASL_PASSWORD": CANARY})
     reg = CollectorRegistry()

@@ -7,7 +7,7 @@ from streamlearn.config import FileSourceConfig, SyntheticSourceConfig
 from streamlearn.io.files import replay
 from streamlearn.io.memory import MemorySink, MemorySource
 from streamlearn.io.synthetic import DriftingClassification, build_family
-from streamlearn.messages import EventDecoder
+from streamlearn.wire.messages import EventDecoder
 
 
 def _take(cfg, n):

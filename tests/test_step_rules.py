@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from streamlearn import lanes
 from streamlearn.config import (
     ConfigError,
     CurriculumConfig,
@@ -15,8 +14,9 @@ from streamlearn.config import (
     LearnerConfig,
     load_config,
 )
-from streamlearn.learner import OnlineLearner
-from streamlearn.model import ModelSpec
+from streamlearn.learning.learner import OnlineLearner
+from streamlearn.model import lanes
+from streamlearn.model.spec import ModelSpec
 from streamlearn.optim.curriculum import curriculum_weight, margins
 from streamlearn.optim.hypergradient import rate_hypergradient
 from tests.helpers import event_batch, per_key_rules

@@ -9,7 +9,7 @@ import torch
 from torch.func import hessian
 
 from streamlearn.meta.maml import mean_loss
-from streamlearn.model import ModelSpec
+from streamlearn.model.spec import ModelSpec
 from streamlearn.optim.curvature import Spectrum, lanczos, step_cap
 from streamlearn.optim.linalg import hvp
 from streamlearn.optim.pi import PIController

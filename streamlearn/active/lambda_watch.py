@@ -14,7 +14,7 @@ of ``grad L_val,k(w*_k) . dw*_k/dlambda``. With tuning on, ``log lambda`` steps 
 
 The per-key directions are kept in a table by the learner's key rows; an event's sensitivity
 is then ``|grad_w f(x; w_k) . dw*_k/dlambda|`` at the key's current weights: one forward-mode
-pass (:func:`streamlearn.lanes.directional`) per poll. A key with no recent labels has no
+pass (:func:`streamlearn.model.lanes.directional`) per poll. A key with no recent labels has no
 direction (sensitivity 0): with ``w* = a_k`` nothing in its prediction depends on lambda.
 """
 
@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from torch.func import grad, hessian, vmap
 
-from streamlearn import lanes
 from streamlearn.config import ActiveConfig
-from streamlearn.model import ModelSpec
+from streamlearn.model import lanes
+from streamlearn.model.spec import ModelSpec
 from streamlearn.optim.linalg import conjugate_gradient_fixed, hvp
-from streamlearn.recent import RecentLabels
+from streamlearn.state.recent import RecentLabels
 
 DENSE_PARAMS = 64
 

@@ -1,7 +1,7 @@
 """The active-learning side of one poll: ask for labels, join the answers.
 
 :meth:`ActiveLearning.ask` scores a poll's unlabelled events (after their predictions were
-made), picks the ones within the budget, turns them into :class:`~streamlearn.messages.Query`
+made), picks the ones within the budget, turns them into :class:`~streamlearn.wire.messages.Query`
 messages and remembers them as pending. :meth:`ActiveLearning.join` matches label answers to
 pending queries and hands back what to learn from, with the prediction published at event
 time (regret is charged against that, not against the model the label finds). The lambda
@@ -23,9 +23,9 @@ from streamlearn.active.pacing import BudgetPacer
 from streamlearn.active.pending import Pending, PendingQueries
 from streamlearn.active.policy import QueryPolicy
 from streamlearn.config import ActiveConfig
-from streamlearn.learner import OnlineLearner
-from streamlearn.messages import Answer, EventBatch, Query
-from streamlearn.metrics import Metrics
+from streamlearn.learning.learner import OnlineLearner
+from streamlearn.ops.metrics import Metrics
+from streamlearn.wire.messages import Answer, EventBatch, Query
 
 
 @dataclass(frozen=True)
@@ -149,10 +149,13 @@ class ActiveLearning:
             i = int(idx[j])
             x = batch.x[i].tolist()
             pj: Any = p_u[j].tolist()
+            qid = f"q-{ids[j]}"
+            if self.pending.knows(qid):
+                # A replayed event asked before (by a run that stopped, or answered
+                # already): asking again would learn its label twice.
+                continue
             reason = "explore" if explored else self.cfg.policy
-            q = Query(
-                f"q-{ids[j]}", ids[j], keys[j], x, float(raw[j]), reason, pj, version, expires
-            )
+            q = Query(qid, ids[j], keys[j], x, float(raw[j]), reason, pj, version, expires)
             self.pending.add(
                 Pending(
                     q.query_id,

@@ -2,7 +2,7 @@
 withheld, after a delay, with label noise, and only for a share of the queries.
 
 The same object serves ``streamlearn label --oracle`` (over Kafka, wall-clock seconds) and
-the in-process loop of tests and benchmarks (:mod:`streamlearn.io.loopback`, on whatever
+the in-process loop of tests and benchmarks (:mod:`streamlearn.testing`, on whatever
 clock the caller passes).
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from streamlearn.messages import Task
+from streamlearn.wire.messages import Task
 
 
 def read_truth(path: str | Path) -> dict[str, float]:

@@ -107,7 +107,7 @@ class PendingQueries:
         why = self._closed.get(ident)
         return None, why if why is not None else "unknown"
 
-    # -- the hand-off (streamlearn.handoff): a key's open queries go where the key goes ----
+    # -- the hand-off (streamlearn.service.handoff): a key's open queries go where the key goes ----
 
     def of_keys(self, keys: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
         """The open queries of ``keys`` as plain data, oldest first."""
@@ -134,9 +134,13 @@ class PendingQueries:
         """Open queries handed over with their keys (ones known here already are skipped)."""
         return sum(self.adopt(Pending(**d)) for d in items)
 
+    def knows(self, query_id: str) -> bool:
+        """Whether the query is open, or closed and still remembered."""
+        return query_id in self._open or query_id in self._closed
+
     def adopt(self, item: Pending) -> bool:
         """Open ``item`` unless its query is known here already (open or closed)."""
-        if item.query_id in self._open or item.query_id in self._closed:
+        if self.knows(item.query_id):
             return False
         self.add(item)
         return True

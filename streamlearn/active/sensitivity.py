@@ -21,7 +21,7 @@ from torch.func import grad, jvp
 
 from streamlearn.meta.implicit import solve_inner
 from streamlearn.meta.maml import mean_loss
-from streamlearn.model import ModelSpec
+from streamlearn.model.spec import ModelSpec
 from streamlearn.optim.linalg import conjugate_gradient, hvp
 
 

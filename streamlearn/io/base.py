@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from streamlearn.messages import DeadLetter, Prediction, Query, RawRecord
+from streamlearn.wire.messages import DeadLetter, Prediction, Query, RawRecord
 
 
 @runtime_checkable

@@ -36,7 +36,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
 from streamlearn.config import KafkaConfig
-from streamlearn.messages import DeadLetter, Origin, Prediction, Query, RawRecord
+from streamlearn.wire.messages import DeadLetter, Origin, Prediction, Query, RawRecord
 
 log = logging.getLogger("streamlearn.kafka")
 
@@ -165,7 +165,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     # kafka-python runs these on its IO thread, where nothing may block on the broker (no
     # commit, no other client's fetch): they only seek and record; the hand-off's broker
-    # work runs in the daemon's loop (streamlearn.handoff).
+    # work runs in the daemon's loop (streamlearn.service.handoff).
 
     def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         src = self.source
@@ -243,7 +243,7 @@ class KafkaSource:
         )
         self._positions: dict[str, int] = {}
         self._restore: dict[str, int] = {}
-        # Rebalance hook (streamlearn.handoff), given the events partitions assigned. With
+        # Rebalance hook (streamlearn.service.handoff), given the events partitions assigned. With
         # hand-off a partition gained resumes from the committed offset, not from a local
         # checkpoint's: it agrees with the published key state, whoever published it.
         self.on_assigned: list[Callable[[set[int]], None]] = []

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from streamlearn.io.synthetic import LabelledEvent
-from streamlearn.messages import DeadLetter, Origin, Prediction, Query, RawRecord
+from streamlearn.wire.messages import DeadLetter, Origin, Prediction, Query, RawRecord
 
 LINGER_S = 0.05
 

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from streamlearn.meta.maml import InnerRule, MetaParams, TaskBatch, meta_loss
-from streamlearn.model import ModelSpec
+from streamlearn.model.spec import ModelSpec
 
 
 @dataclass(frozen=True)

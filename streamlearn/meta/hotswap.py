@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from streamlearn.learner import OnlineLearner
+from streamlearn.learning.learner import OnlineLearner
 from streamlearn.meta.maml import MetaParams
 from streamlearn.meta.tasks import TaskBuffer
 from streamlearn.meta.trainer import BackgroundMetaTrainer
-from streamlearn.metrics import Metrics
+from streamlearn.ops.metrics import Metrics
 
 log = logging.getLogger("streamlearn")
 

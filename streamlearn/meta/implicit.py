@@ -15,7 +15,7 @@ import torch
 from torch.func import grad, vmap
 
 from streamlearn.meta.maml import InnerRule, MetaParams, TaskBatch, adapt, mean_loss
-from streamlearn.model import ModelSpec
+from streamlearn.model.spec import ModelSpec
 from streamlearn.optim.linalg import conjugate_gradient, conjugate_gradient_fixed, hvp
 
 

@@ -1,6 +1,6 @@
 """Meta-init files: what ``streamlearn meta-train`` writes and ``run --meta-init`` loads.
 
-One sealed ``torch.save`` file (:func:`streamlearn.checkpoint.seal`: checked against its
+One sealed ``torch.save`` file (:func:`streamlearn.state.checkpoint.seal`: checked against its
 SHA-256 before it is loaded, with ``weights_only=True``) of tensors and plain values: the
 starting point ``theta0``, the learned per-parameter inner rates, optionally a pool of
 further starts for recurring concepts (``[K, P]``, see :mod:`streamlearn.meta.pool`), the
@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from streamlearn.checkpoint import CheckpointError, atomic_save, load_sealed
-from streamlearn.model import ModelSpec
+from streamlearn.model.spec import ModelSpec
+from streamlearn.state.checkpoint import CheckpointError, atomic_save, load_sealed
 
 FORMAT = "streamlearn-meta-init"
 

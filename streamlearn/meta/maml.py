@@ -16,7 +16,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch.func import grad, vmap
 
-from streamlearn.model import ModelSpec
+from streamlearn.model.spec import ModelSpec
 
 # sqrt(G) has an infinite derivative at G = 0; a coordinate whose gradient is exactly 0
 # would turn the second-order meta-gradient into NaN. This floor changes no value.

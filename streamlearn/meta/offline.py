@@ -25,8 +25,8 @@ from streamlearn.meta.maml import InnerRule, MetaParams, TaskBatch, meta_loss
 from streamlearn.meta.outer import OuterLoop
 from streamlearn.meta.pool import cluster_tasks, pool_meta_loss, task_fits
 from streamlearn.meta.tasks import TaskBuffer, TaskSnapshot
-from streamlearn.model import ModelSpec
-from streamlearn.scaling import RunningStandardizer
+from streamlearn.model.scaling import RunningStandardizer
+from streamlearn.model.spec import ModelSpec
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import torch
 
 from streamlearn.meta.implicit import IMAML
 from streamlearn.meta.maml import MAML, InnerRule, MetaParams, TaskBatch
-from streamlearn.model import ModelSpec
+from streamlearn.model.spec import ModelSpec
 
 IMPLICIT_DEFAULT_LAMBDA = 1.0  # the implicit path needs lam > 0; used when the rule has none
 

@@ -19,12 +19,11 @@ import torch
 from scipy.cluster.vq import kmeans2
 from torch.func import vmap
 
-from streamlearn import lanes
 from streamlearn.meta.maml import InnerRule, MetaParams, TaskBatch, adapt, mean_loss
 from streamlearn.meta.tasks import TaskSnapshot
-from streamlearn.model import ModelSpec
+from streamlearn.model import lanes
+from streamlearn.model.spec import MAX_POOL, ModelSpec
 
-MAX_POOL = 64  # members; bounds the reset metric's "start" label too
 FIT_STEPS = 20  # inner steps that take each task close enough to its own fit to cluster on
 
 

@@ -161,7 +161,7 @@ class TaskBuffer:
             raise ValueError(f"no task holds {need} examples yet ({self.n_tasks} tasks)")
         return snap.sample(n_tasks, k_support, k_query, rng)
 
-    # A key's segment number follows it to the spill store (streamlearn.residency); its
+    # A key's segment number follows it to the spill store (streamlearn.state.residency); its
     # tasks stay in the buffer, which is bounded on its own.
     name = "tasks"
 

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from streamlearn.meta.initfile import MetaInit, load_meta_init
 
 if TYPE_CHECKING:
-    from streamlearn.config_kafka import KafkaConfig
-    from streamlearn.model import ModelSpec
+    from streamlearn.config.kafka import KafkaConfig
+    from streamlearn.model.spec import ModelSpec
 
 log = logging.getLogger("streamlearn.meta")
 

@@ -30,7 +30,7 @@ from streamlearn.config import MetaConfig
 from streamlearn.meta.maml import InnerRule, MetaParams, meta_loss
 from streamlearn.meta.outer import OuterLoop
 from streamlearn.meta.tasks import TaskBuffer, TaskSnapshot
-from streamlearn.model import ModelSpec
+from streamlearn.model.spec import ModelSpec
 
 WORKER_NICENESS = 10
 _PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies

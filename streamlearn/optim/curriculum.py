@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamlearn.model import ModelSpec
+from streamlearn.model.spec import ModelSpec
 
 
 def margins(spec: ModelSpec, p: np.ndarray, y: np.ndarray, scale: float = 1.0) -> np.ndarray:
     """Signed margin per lane from the predictions ``p`` (``[L, outputs]``, as
-    :func:`streamlearn.lanes.grad` returns them): the logit of the true class against the
+    :func:`streamlearn.model.lanes.grad` returns them): the logit of the true class against the
     best other one, or ``-|y - f| / scale`` for regression.
 
     >>> spec = ModelSpec(1)

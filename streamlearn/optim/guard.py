@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamlearn import lanes
 from streamlearn.config import LearnerConfig
-from streamlearn.model import ModelSpec
+from streamlearn.model import lanes
+from streamlearn.model.spec import ModelSpec
 
 
 class UpdateGuard:

@@ -25,11 +25,11 @@ import torch
 from torch.func import hessian, vmap
 
 from streamlearn.config import LearnerConfig
-from streamlearn.model import ModelSpec
+from streamlearn.model.spec import ModelSpec
 from streamlearn.optim.curvature import Spectrum, lanczos, step_cap
 from streamlearn.optim.linalg import hvp
 from streamlearn.optim.pi import PIController
-from streamlearn.recent import RecentLabels
+from streamlearn.state.recent import RecentLabels
 
 
 class CurvatureWatch:

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from streamlearn.config import LearnerConfig
-from streamlearn.model import ModelSpec
+from streamlearn.model.spec import ModelSpec
 from streamlearn.optim.curriculum import curriculum_weight, margins
 from streamlearn.optim.hypergradient import HypergradientRate
 from streamlearn.optim.sharpness import CurvatureWatch

@@ -1,0 +1,1 @@
+"""The ``streamlearn`` command line: run, simulate, label, meta-train, report, config."""

@@ -1,0 +1,1 @@
+"""Drift: river's detectors per key and globally, and which start a key resets to."""

@@ -1,0 +1,411 @@
+"""Per-key fast weights, prequential predict-then-learn, resets to the meta-init.
+
+What is batched, exactly: a poll's events are grouped by key and cut into *rounds*; round r
+holds the r-th event of every key that has more than r events in the poll. A round is one
+lane-batched step: every lane predicts with its key's current weights, then the labelled
+lanes take one AdaGrad step on ``L(f(x; w), y) + (lambda/2)||w - theta0||^2``. So within a
+key, events are handled one at a time in arrival order, exactly as if they had arrived alone
+(each prediction sees every earlier label of its key); across keys nothing is shared within
+a poll. The per-poll quantities are the feature standardiser, updated with the poll's events
+before the first round, and, with ``learner.shared`` on, the shared model's step at the
+first round end after every ``learner.shared.step_labels`` labels
+(:mod:`streamlearn.learning.shared`: theta0 and every key move by it).
+
+State lives in numpy tables (one row per key; :mod:`streamlearn.model.lanes` says why numpy);
+the public accessors hand out torch tensors, the currency of the model and meta-learning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from streamlearn.config import LearnerConfig
+from streamlearn.learning import learner_state
+from streamlearn.learning.key_rows import KeyRows
+from streamlearn.learning.learner_state import MIN_CAPACITY as _MIN_CAPACITY
+from streamlearn.learning.learner_state import as_row as _as_row
+from streamlearn.learning.recall import ConceptMemory
+from streamlearn.learning.shared import SharedWeights
+from streamlearn.learning.step_result import StepResult, event_outputs
+from streamlearn.model import lanes
+from streamlearn.model.scaling import RunningStandardizer
+from streamlearn.model.spec import MAX_POOL, ModelSpec
+from streamlearn.optim import AdagradState, adagrad_step, proximal_grad
+from streamlearn.optim.guard import UpdateGuard
+from streamlearn.optim.stepsize import StepSizer
+from streamlearn.state.keys import KeyTable, rounds
+from streamlearn.state.residency import Residency
+from streamlearn.wire.messages import EventBatch
+
+
+class OnlineLearner(KeyRows):
+    """Per-key online learner starting from ``theta0``.
+
+    >>> from streamlearn.wire.messages import EventBatch
+    >>> spec = ModelSpec(n_features=1)
+    >>> from streamlearn.config import SharedConfig
+    >>> cfg = LearnerConfig(learning_rate=0.5, shared=SharedConfig(enabled=False))
+    >>> learner = OnlineLearner(spec, cfg, spec.init(kind="zeros"))
+    >>> batch = EventBatch(["1", "2"], ["a", "a"], np.zeros(2), np.array([[1.0], [1.0]]),
+    ...                    np.array([1.0, 1.0]))
+    >>> [round(v, 3) for v in learner.process(batch).p.tolist()]  # second sees the first
+    [0.5, 0.604]
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        cfg: LearnerConfig,
+        theta0: torch.Tensor,
+        *,
+        standardize: bool = True,
+        version: int = 0,
+    ) -> None:
+        if tuple(theta0.shape) != (spec.n_params,):
+            raise ValueError(
+                f"theta0 has shape {tuple(theta0.shape)}, the model needs ({spec.n_params},)"
+            )
+        self.spec = spec
+        self.cfg = cfg
+        self.keys = KeyTable()
+        self.scaler = RunningStandardizer(spec.n_features) if standardize else None
+        self._theta0 = _as_row(theta0)
+        self._rates: np.ndarray | None = None
+        self._version = version
+        self._params = np.tile(self._theta0, (_MIN_CAPACITY, 1))
+        self._accum = np.full_like(self._params, cfg.initial_accumulator)
+        # The starts a key can be reset to: row 0 is theta0, rows 1..K a meta-init pool
+        # (streamlearn.meta.pool). A key's proximal term pulls towards the start it was
+        # last reset to.
+        self._pool = np.zeros((0, spec.n_params), dtype=np.float32)
+        self._start_of = np.zeros(_MIN_CAPACITY, dtype=np.int64)
+        self.sizer = StepSizer(spec, cfg)
+        # The proximal strength in force: learner.proximal_lambda, unless tuned online
+        # (active.lambda_tuning moves it through set_proximal_lambda).
+        self.proximal_lambda = cfg.proximal_lambda
+        self.shared = (
+            SharedWeights(
+                self._theta0,
+                rate=cfg.shared.learning_rate,
+                initial_accumulator=cfg.initial_accumulator,
+                forgetting=cfg.shared.forgetting,
+                step_labels=cfg.shared.step_labels,
+                eps=cfg.adagrad_eps,
+            )
+            if cfg.shared.enabled
+            else None
+        )
+        # The shared model's earlier concepts, recalled when the labels say so. Not for
+        # regression: no coin's loss to tell failing weights by (ungated, recall raised the
+        # sinusoid family's squared error 6.40 -> 6.80 with every label given).
+        self.memory = (
+            ConceptMemory(spec, cfg.shared.recall)
+            if cfg.shared.enabled and cfg.shared.recall.enabled and spec.coin_loss is not None
+            else None
+        )
+        # Each key's last AdaGrad direction, for the rate hypergradient (zeros: none yet).
+        self._direction = np.zeros_like(self._params) if self.sizer.hyper else None
+        # Bounded keys (learner.max_keys): the daemon attaches one; None keeps every key.
+        self.residency: Residency | None = None
+        # Told the rows of evicted keys, before new keys take them (row-indexed state).
+        self.on_rows_freed: list[Callable[[np.ndarray], None]] = []
+
+    # -- state, read through properties ----------------------------------------------------
+
+    @property
+    def theta0(self) -> torch.Tensor:
+        return torch.from_numpy(self._theta0.copy())
+
+    @property
+    def model_version(self) -> int:
+        return self._version
+
+    @property
+    def n_keys(self) -> int:
+        return len(self.keys)
+
+    @property
+    def starts(self) -> np.ndarray:
+        """``[1 + K, P]``: theta0, then the pool's members."""
+        return np.concatenate([self._theta0[None], self._pool])
+
+    def params_of(self, key: str) -> torch.Tensor:
+        """Current fast weights of ``key`` (theta0 for a key never seen)."""
+        slot = self.keys.get(key)
+        row = self._theta0 if slot is None else self._params[slot]
+        return torch.from_numpy(row.copy())
+
+    def accum_of(self, key: str) -> torch.Tensor:
+        slot = self.keys.get(key)
+        if slot is None:
+            return torch.full((self.spec.n_params,), self.cfg.initial_accumulator)
+        return torch.from_numpy(self._accum[slot].copy())
+
+    def slots_of(self, keys: Sequence[str]) -> np.ndarray:
+        """Table row of each key, -1 for keys never seen."""
+        get = self.keys.get
+        return np.fromiter(
+            (-1 if (s := get(k)) is None else s for k in keys), dtype=np.int64, count=len(keys)
+        )
+
+    def rows(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fast weights and proximal anchors (the start each key was last reset to) of these
+        rows; -1 (a key never seen) reads theta0 for both. Copies."""
+        known = slots >= 0
+        w = np.tile(self._theta0, (len(slots), 1))
+        anchor = w.copy()
+        w[known] = self._params[slots[known]]
+        anchor[known] = self.starts[self._start_of[slots[known]]]
+        return w, anchor
+
+    def tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """Fast weights and anchors of every key row (views of the live tables' rows)."""
+        n = self.keys.high_water
+        return self._params[:n], self.starts[self._start_of[:n]]
+
+    def set_proximal_lambda(self, lam: float) -> None:
+        if not lam > 0:
+            raise ValueError(f"learner.proximal_lambda must be > 0 when tuned, got {lam}")
+        self.proximal_lambda = lam
+        if self.sizer.watch is not None:
+            self.sizer.watch.lam = lam
+
+    def predict(self, keys: Sequence[str], x: np.ndarray) -> np.ndarray:
+        """Predictions with the keys' current weights; changes nothing (not even the scaler)."""
+        if self.scaler is not None:
+            x = self.scaler.transform(x)
+        rows = [self.keys.get(k) for k in keys]
+        w = np.stack([self._theta0 if r is None else self._params[r] for r in rows])
+        out = lanes.predict(self.spec, w, np.asarray(x, dtype=np.float32)).astype(np.float64)
+        return out if self.spec.task == "multiclass" else out[:, 0]
+
+    # -- updates ---------------------------------------------------------------------------
+
+    def set_theta0(
+        self, theta0: torch.Tensor, version: int, rates: torch.Tensor | None = None
+    ) -> None:
+        """Install a new meta-init; it applies to new keys and to later resets. ``rates``,
+        when given, replace ``learning_rate`` with per-parameter AdaGrad rates."""
+        if tuple(theta0.shape) != self._theta0.shape:
+            raise ValueError(f"theta0 shape {tuple(theta0.shape)} != {self._theta0.shape}")
+        if rates is not None and tuple(rates.shape) != self._theta0.shape:
+            raise ValueError(f"rates shape {tuple(rates.shape)} != {self._theta0.shape}")
+        self._theta0 = _as_row(theta0)
+        self._rates = None if rates is None else _as_row(rates)
+        self._version = version
+        if self.shared is not None:
+            self.shared.restart(self._theta0)
+        if self.memory is not None:  # the old concepts' weights mean nothing now
+            self.memory = ConceptMemory(self.spec, self.cfg.shared.recall)
+
+    def set_pool(self, pool: torch.Tensor | None) -> None:
+        """Install a meta-init pool (``[K, P]``) as starts ``1..K``; None removes it. Keys keep
+        their weights; their proximal terms pull towards theta0 until their next reset."""
+        p = self.spec.n_params
+        if pool is None:
+            pool = torch.zeros(0, p)
+        if pool.ndim != 2 or pool.shape[1] != p or len(pool) > MAX_POOL:
+            raise ValueError(
+                f"meta-init pool shape {tuple(pool.shape)}: needs (K <= {MAX_POOL}, {p})"
+            )
+        self._pool = np.ascontiguousarray(pool.detach().cpu().numpy(), dtype=np.float32)
+        self._start_of[:] = 0
+        if self.residency is not None:  # keys spilled under the old pool return to theta0
+            self.residency.pool_generation += 1
+
+    def reset(self, keys: Iterable[str], start: int = 0) -> int:
+        """Fast weights of ``keys`` back to start ``start`` (0: theta0); returns how many.
+
+        From theta0, a starting point made for fast adaptation, the AdaGrad state restarts
+        too. A pool member is a fitted concept: the keys keep their AdaGrad state, so they
+        refine it with the small steps they had reached instead of relearning it.
+        """
+        slots = [s for k in keys if (s := self.keys.get(k)) is not None]
+        if slots:
+            self._reset_slots(np.asarray(slots, dtype=np.int64), start)
+        return len(slots)
+
+    def reset_all(self, start: int = 0) -> int:
+        """Every key to ``start``; with a shared model, it goes back to its start first."""
+        if self.shared is not None:
+            self._theta0 = self.shared.start.copy()
+            self.shared.restart()
+        self._reset_slots(self.keys.live_slots(), start)
+        if self.residency is not None:  # spilled keys take this reset on their return
+            self.residency.epoch += 1
+            self.residency.epoch_start = start
+        return len(self.keys)
+
+    def _reset_slots(self, slots: np.ndarray, start: int) -> None:
+        if not 0 <= start <= len(self._pool):
+            raise ValueError(
+                f"start {start} is not theta0 (0) or a pool member (1..{len(self._pool)})"
+            )
+        self._params[slots] = self.starts[start]
+        self._start_of[slots] = start
+        if self._direction is not None:
+            self._direction[slots] = 0.0
+        if start == 0:
+            self._accum[slots] = self.cfg.initial_accumulator
+
+    def _ensure_capacity(self, n: int) -> None:
+        cap = self._params.shape[0]
+        if n <= cap:
+            return
+        extra = max(n, 2 * cap) - cap
+        p = self.spec.n_params
+        self._params = np.concatenate([self._params, np.tile(self._theta0, (extra, 1))])
+        init = np.full((extra, p), self.cfg.initial_accumulator, dtype=np.float32)
+        self._accum = np.concatenate([self._accum, init])
+        self._start_of = np.concatenate([self._start_of, np.zeros(extra, dtype=np.int64)])
+        if self._direction is not None:
+            self._direction = np.concatenate([self._direction, np.zeros((extra, p), np.float32)])
+
+    def process(
+        self, batch: EventBatch, *, update_scaler: bool = True, cut_rounds: bool = False
+    ) -> StepResult:
+        """Predict every event, then learn from the labelled ones (prequential), per round.
+
+        ``update_scaler=False`` for events the standardiser has already seen (delayed label
+        answers to queried events); ``cut_rounds`` lets the shared model step inside rounds,
+        exactly every ``step_labels`` labels (for label answers)."""
+        n = len(batch.ids)
+        spec, cfg = self.spec, self.cfg
+        if n == 0:
+            empty = np.zeros(0)
+            p0 = np.zeros((0, spec.n_outputs)) if spec.task == "multiclass" else empty
+            return StepResult(p0, empty, empty, 0, 0.0, batch.x)
+        slots = self._admit(batch.keys)
+        x = np.asarray(batch.x, dtype=np.float32)
+        if self.scaler is not None:
+            if update_scaler:
+                self.scaler.update(x)
+            x = self.scaler.transform(x)
+        order, sizes = rounds(slots)
+        xs, ss = x[order], slots[order]
+        y_sorted = np.asarray(batch.y, dtype=np.float32)[order]
+        labelled = ~np.isnan(y_sorted)
+        ys = np.where(labelled, y_sorted, np.float32(0.0))
+        mask = labelled.astype(np.float32)[:, None]
+        n_labelled = np.concatenate([[0], np.cumsum(labelled)])
+        p_out = np.empty((n, spec.n_outputs), dtype=np.float32)
+        loss_out = np.empty(n, dtype=np.float32)
+        params, accum, theta0 = self._params, self._accum, self._theta0
+        starts = self.starts if len(self._pool) else None
+        lr = self.sizer.poll_rate(cfg.learning_rate if self._rates is None else self._rates)
+        lam, eps = self.proximal_lambda, cfg.adagrad_eps
+        guard = UpdateGuard(spec, cfg)
+        sizer, direction, shared = self.sizer, self._direction, self.shared
+        per_round = sizer.per_round
+        step_sq = 0.0
+        rollbacks = 0
+        lo = 0
+        # Round ends; the shared model steps at the first one after step_labels labels.
+        # Cutting rounds to step exactly every step_labels labels made 8x more lanes calls
+        # with every event labelled (~0.45x the throughput, 1,000 keys), so only batches of
+        # label answers are cut: one round of distinct keys each, small, and with active
+        # learning every label comes that way (one step per batch cost family100 at a 5%
+        # budget 0.821 -> 0.806).
+        memory = self.memory
+        if memory is not None and n_labelled[-1]:
+            lab_rows = np.flatnonzero(labelled)
+            rows = lab_rows[memory.pick(len(lab_rows))]
+            memory.observe(params[ss[rows]], theta0, xs[rows], ys[rows], len(lab_rows))
+        if shared is not None and cut_rounds:
+            pieces = shared.pieces(sizes, n_labelled)
+        else:
+            pieces = np.cumsum(sizes).tolist()
+        with np.errstate(all="ignore"):  # overflow is caught by the guard below, per lane
+            for hi in pieces:
+                if shared is not None and shared.ready:
+                    theta0 = self._shared_step(theta0)
+                sl = ss[lo:hi]
+                w = params[sl]
+                if n_labelled[hi] == n_labelled[lo]:
+                    p_out[lo:hi] = lanes.predict(spec, w, xs[lo:hi])
+                    loss_out[lo:hi] = 0.0
+                    lo = hi
+                    continue
+                g, p, loss = lanes.grad(spec, w, xs[lo:hi], ys[lo:hi])
+                if shared is not None:
+                    shared.accumulate(g[labelled[lo:hi]])
+                p_out[lo:hi] = p
+                loss_out[lo:hi] = loss
+                anchor = theta0 if starts is None else starts[self._start_of[sl]]
+                g = proximal_grad(g, w, anchor, lam) * mask[lo:hi]
+                lab = labelled[lo:hi]
+                lr_r = lr
+                if per_round:
+                    u_prev = direction[sl] if direction is not None else g
+                    lr_r = sizer.rates(lr, g, u_prev, p, ys[lo:hi], lab)
+                a_old = accum[sl]
+                w_new, state, step = adagrad_step(w, AdagradState(a_old), g, lr_r, eps)
+                w_new, new_accum, sq, ok = guard.check(
+                    w, a_old, w_new, state.accum, step, loss, xs[lo:hi], ys[lo:hi], lab
+                )
+                rollbacks += int((~ok).sum())
+                params[sl] = w_new
+                accum[sl] = new_accum
+                if direction is not None:
+                    upd = lab & ok
+                    direction[sl[upd]] = (g / (new_accum**0.5 + eps))[upd]
+                step_sq += float(sq.sum())
+                lo = hi
+        if shared is not None and shared.ready:
+            theta0 = self._shared_step(theta0)
+        recalled = False
+        if memory is not None:  # after the poll: no prediction by weights its label chose
+            if (shift := memory.take_recall(self._theta0)) is not None:
+                self.shift_shared(shift)
+                recalled = True
+            memory.maybe_snapshot()
+        inv = np.empty(n, dtype=np.int64)
+        inv[order] = np.arange(n)
+        loss_np = np.where(labelled, loss_out, np.nan)[inv].astype(np.float64)
+        watch = sizer.watch
+        if watch is not None:
+            keep = ~np.isnan(loss_np)
+            y32 = np.asarray(batch.y, dtype=np.float32)[keep]
+            watch.observe(slots[keep], x[keep], y32, loss_np[keep])
+            if watch.due():
+                watch.refresh(params, accum, theta0, sizer.eta)
+        p_np, correct = event_outputs(spec, p_out, inv, np.asarray(batch.y, dtype=np.float64))
+        n_steps = int(n_labelled[-1]) - rollbacks
+        mean_step = (step_sq / n_steps) ** 0.5 if n_steps > 0 else 0.0
+        return StepResult(
+            p_np,
+            loss_np,
+            correct,
+            rollbacks,
+            mean_step,
+            x,
+            sizer.eta,
+            sizer.hypergradient,
+            sizer.take_mean_weight(),
+            recalled,
+        )
+
+    def _shared_step(self, theta0: np.ndarray) -> np.ndarray:
+        """The shared model's step: theta0 and every key move by it."""
+        assert self.shared is not None
+        if (delta := self.shared.step(theta0)) is not None:
+            self.shift_shared(delta)
+        return self._theta0
+
+    def shift_shared(self, delta: np.ndarray) -> None:
+        """Move theta0 by ``delta`` and every key with it: each keeps its own offset."""
+        self._theta0 = self._theta0 + delta
+        self._params[: self.keys.high_water] += delta
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, object]:
+        return learner_state.state_of(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved; the model layout must match."""
+        learner_state.load_into(self, state)

@@ -1,0 +1,2 @@
+"""Operating it: Prometheus metrics, the metrics log, the HTTP endpoints, log redaction
+and the offline report."""

@@ -1,0 +1,2 @@
+"""The wire format: event, prediction, query, answer and dead-letter contracts, and the
+validating decoders."""
