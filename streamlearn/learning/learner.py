@@ -26,7 +26,7 @@ import torch
 from streamlearn.config import LearnerConfig
 from streamlearn.learning import learner_state
 from streamlearn.learning.key_rows import KeyRows
-from streamlearn.learning.learner_state import MIN_CAPACITY as _MIN_CAPACITY
+from streamlearn.learning.learner_state import KeyTables
 from streamlearn.learning.learner_state import as_row as _as_row
 from streamlearn.learning.recall import ConceptMemory
 from streamlearn.learning.shared import SharedWeights
@@ -37,7 +37,7 @@ from streamlearn.model.spec import MAX_POOL, ModelSpec
 from streamlearn.optim import AdagradState, adagrad_step, proximal_grad
 from streamlearn.optim.guard import UpdateGuard
 from streamlearn.optim.stepsize import StepSizer
-from streamlearn.state.keys import KeyTable, rounds
+from streamlearn.state.keys import rounds
 from streamlearn.state.residency import Residency
 from streamlearn.wire.messages import EventBatch
 
@@ -71,18 +71,15 @@ class OnlineLearner(KeyRows):
             )
         self.spec = spec
         self.cfg = cfg
-        self.keys = KeyTable()
         self.scaler = RunningStandardizer(spec.n_features) if standardize else None
-        self._theta0 = _as_row(theta0)
+        tables = KeyTables.fresh(_as_row(theta0), version, cfg.initial_accumulator)
+        self._install(tables)
         self._rates: np.ndarray | None = None
-        self._version = version
-        self._params = np.tile(self._theta0, (_MIN_CAPACITY, 1))
-        self._accum = np.full_like(self._params, cfg.initial_accumulator)
         # The starts a key can be reset to: row 0 is theta0, rows 1..K a meta-init pool
         # (streamlearn.meta.pool). A key's proximal term pulls towards the start it was
         # last reset to.
         self._pool = np.zeros((0, spec.n_params), dtype=np.float32)
-        self._start_of = np.zeros(_MIN_CAPACITY, dtype=np.int64)
+        self._start_of = tables.start_of
         self.sizer = StepSizer(spec, cfg)
         # The proximal strength in force: learner.proximal_lambda, unless tuned online
         # (active.lambda_tuning moves it through set_proximal_lambda).
@@ -403,9 +400,61 @@ class OnlineLearner(KeyRows):
 
     # -- persistence -----------------------------------------------------------------------
 
+    def _install(self, tables: KeyTables) -> None:
+        """The key tables in force (the start of each key is installed after the pool)."""
+        self._theta0, self._version, self.keys = tables.theta0, tables.version, tables.keys
+        self._params, self._accum = tables.params, tables.accum
+
     def state_dict(self) -> dict[str, object]:
-        return learner_state.state_of(self)
+        tables = KeyTables(
+            self._theta0, self._version, self.keys, self._params, self._accum, self._start_of
+        )
+        res = self.residency
+        live = self.keys.live_slots()
+        return {
+            **learner_state.pack(tables),
+            "theta0": self.theta0,
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "pool": torch.from_numpy(self._pool.copy()),
+            "residency": {}
+            if res is None
+            else {**res.state_dict(), "last_used": torch.from_numpy(res.last_used(live))},
+            "eta": self.sizer.eta,
+            "proximal_lambda": self.proximal_lambda,
+            "shared": {} if self.shared is None else self.shared.state_dict(),
+            "recall": {} if self.memory is None else self.memory.state_dict(),
+            "curvature": {} if self.sizer.watch is None else self.sizer.watch.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved; the model layout must match."""
-        learner_state.load_into(self, state)
+        pool = state.get("pool")  # absent in checkpoints from before pools
+        pooled = pool is not None and len(pool) > 0
+        tables, slots = learner_state.unpack(
+            state, self.spec.n_params, self.cfg.initial_accumulator, pooled
+        )
+        self._install(tables)
+        self.set_pool(pool)
+        res = self.residency
+        if res is not None and state.get("residency"):  # after set_pool counted its pool
+            res.load_state_dict(state["residency"])
+            if "last_used" in state["residency"]:
+                res.touch(slots, np.asarray(state["residency"]["last_used"], dtype=np.int64))
+        self._start_of = tables.start_of
+        if self._direction is not None:  # directions restart: one hypergradient step lost
+            self._direction = np.zeros_like(self._params)
+            if self.sizer.hyper is not None and "eta" in state:
+                self.sizer.hyper.set_eta(float(state["eta"]))
+        self.proximal_lambda = float(state.get("proximal_lambda", self.cfg.proximal_lambda))
+        watch = self.sizer.watch
+        if watch is not None:
+            watch.lam = self.proximal_lambda
+            if state.get("curvature"):
+                watch.load_state_dict(state["curvature"])
+        if self.shared is not None and state.get("shared"):
+            self.shared.load_state_dict(state["shared"])
+        if self.memory is not None and state.get("recall"):  # absent before recall
+            self.memory.load_state_dict(state["recall"])
+        scaler = state.get("scaler")
+        if self.scaler is not None and scaler is not None:
+            self.scaler.load_state_dict(scaler)

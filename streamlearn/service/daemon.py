@@ -28,10 +28,11 @@ from streamlearn.meta.tasks import TaskBuffer
 from streamlearn.meta.trainer import BackgroundMetaTrainer
 from streamlearn.ops.metrics import Metrics
 from streamlearn.ops.metrics_log import MetricsLog
-from streamlearn.service import daemon_state
+from streamlearn.service.checkpointing import Checkpointer
 from streamlearn.service.dedup import RecentIds
 from streamlearn.service.outcomes import Outcomes, prediction_loss
 from streamlearn.service.quarantine import PollFailedError, Quarantine
+from streamlearn.service.recovery import recover_queries
 from streamlearn.service.wiring import attach_handoff, attach_residency, build_io, build_spec
 from streamlearn.state.checkpoint import Checkpoint, CheckpointStore
 from streamlearn.state.residency import KeyStateHolder
@@ -120,10 +121,17 @@ class Daemon:
         self.quarantine = Quarantine(Path(ck.dir) if ck.dir else None)
         window = cfg.source.dedup_window
         self.recent_ids = RecentIds(window) if window else None
-        self._since_checkpoint = 0
-        self._last_checkpoint = time.monotonic()
-        self._last_fsync = -math.inf  # the first checkpoint is always fsynced
-        self._checkpoint_error: str | None = None
+        self.checkpointer = Checkpointer(
+            ck,
+            self.store,
+            self.source,
+            self.sink,
+            self.metrics,
+            self.quarantine,
+            self.state_dict,
+            self.residency,
+            self.handoff,
+        )
         self.resumed_from: int | None = None
         self.meta_trainer: BackgroundMetaTrainer | None = None
         self._meta = MetaParams(
@@ -139,9 +147,18 @@ class Daemon:
                 initial_accumulator=cfg.learner.initial_accumulator,
             )
             self.meta_trainer = BackgroundMetaTrainer(mc, self.spec, rule, seed=m.seed)
-        resumed = self._restore(self.store) if self.store is not None else None
+        resumed = self.checkpointer.restore(self._apply_checkpoint)
+        if resumed is not None:
+            log.info(
+                "resumed from checkpoint %d (%s): %d keys, %d labels learned, offsets %s",
+                resumed.sequence,
+                resumed.path.name,
+                self.learner.n_keys,
+                self.labels_seen,
+                resumed.offsets,
+            )
         if self.active is not None and cfg.source.kind == "kafka":
-            daemon_state.recover_queries(self, resumed.created_at if resumed else None)
+            recover_queries(self.active, cfg, clock(), resumed.created_at if resumed else None)
 
     # -- state, read through properties ----------------------------------------------------
 
@@ -162,8 +179,8 @@ class Daemon:
             return False, "not consuming"
         if not self.source.healthy:
             return False, "broker not reachable"
-        if self._checkpoint_error is not None:
-            return False, self._checkpoint_error
+        if self.checkpointer.error is not None:
+            return False, self.checkpointer.error
         if (lost := self.sink.lost) is not None:
             return False, lost
         if self.residency is not None and self.residency.error is not None:
@@ -172,26 +189,59 @@ class Daemon:
 
     # -- checkpoints ---------------------------------------------------------------------------
 
-    def _state(self) -> dict[str, object]:
-        return daemon_state.state_of(self)
+    def state_dict(self) -> dict[str, object]:
+        """Everything a restart needs (tensors and plain data only)."""
+        o = self.outcomes
+        return {
+            "learner": self.learner.state_dict(),
+            "baseline": o.baseline.state_dict() if o.baseline is not None else {},
+            "meta": {
+                "log_rate": self._meta.log_rate.clone(),
+                "tasks": self.tasks.state_dict() if self.tasks is not None else {},
+            },
+            "active": self.active.state_dict() if self.active is not None else {},
+            "resets": o.resetter.state_dict(),
+            "drift": o.drift.state_dict(),
+            "totals": {"events": self.events_seen, **o.totals()},
+            "handoff": self.handoff.state_dict() if self.handoff is not None else {},
+            "recent_ids": self.recent_ids.state_dict() if self.recent_ids is not None else {},
+        }
 
-    def _restore(self, store: CheckpointStore) -> Checkpoint | None:
-        return daemon_state.restore(self, store)
+    def _apply_checkpoint(self, ck: Checkpoint) -> None:
+        state = ck.state
+        self.learner.load_state_dict(state["learner"])
+        o = self.outcomes
+        if o.baseline is not None and state.get("baseline"):
+            o.baseline.load_state_dict(state["baseline"])
+        meta = state.get("meta", {})
+        if "log_rate" in meta:
+            self._meta = MetaParams(self.learner.theta0, meta["log_rate"])
+        if self.tasks is not None and meta.get("tasks"):
+            self.tasks.load_state_dict(meta["tasks"])
+        if self.active is not None and state.get("active"):
+            self.active.load_state_dict(state["active"])
+        if state.get("resets"):
+            o.resetter.load_state_dict(state["resets"])
+        if state.get("drift"):
+            o.drift.load_state_dict(state["drift"])
+        if self.handoff is not None and state.get("handoff"):
+            self.handoff.load_state_dict(state["handoff"])
+        if self.recent_ids is not None and state.get("recent_ids"):
+            self.recent_ids.load_state_dict(state["recent_ids"])
+        totals = state["totals"]
+        self.events_seen = int(totals["events"])
+        o.restore_totals(totals)
+        self.resumed_from = ck.sequence
+        self.metrics.model_version.set(self.learner.model_version)
+        self.metrics.active_keys.set(self.learner.n_keys)
 
     def checkpoint(self, *, durable: bool = False) -> bool:
         """Flush outputs, save state with the positions it covers, then commit those
-        positions (:func:`streamlearn.service.daemon_state.checkpoint`); False when not
-        committed."""
-        return daemon_state.checkpoint(self, durable=durable)
+        positions (:meth:`Checkpointer.save`); False when not committed."""
+        return self.checkpointer.save(durable=durable)
 
     def _maybe_checkpoint(self) -> None:
-        ck = self.cfg.checkpoint
-        if self._since_checkpoint == 0:
-            return
-        if (
-            self._since_checkpoint >= ck.every_events
-            or time.monotonic() - self._last_checkpoint >= ck.every_seconds
-        ):
+        if self.checkpointer.due():
             self.checkpoint()
 
     def request_stop(self) -> None:
@@ -227,7 +277,7 @@ class Daemon:
             self._maybe_checkpoint()  # a quiet stream still gets its tail committed on time
             return 0
         self._guarded(records)
-        self._since_checkpoint += len(records)
+        self.checkpointer.count(len(records))
         self._meta_tick()
         self._maybe_checkpoint()
         if (lost := self.sink.lost) is not None:
@@ -468,7 +518,7 @@ class Daemon:
             self.metrics.up.set(0)
             # After a failure nothing is saved or committed: the state may be part-way
             # through a poll, and a restart replays from the last checkpoint instead.
-            if completed and (self._since_checkpoint or self.store is None):
+            if completed and (self.checkpointer.since or self.store is None):
                 self.checkpoint(durable=True)
             if self.metrics_log is not None:
                 self.metrics_log.maybe_write(force=True)  # the run's last figures
