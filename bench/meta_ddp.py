@@ -8,7 +8,7 @@ a process group of one rank itself and runs the offline trainer's own loop
 prints the backend, the largest difference between the two meta-inits, their held-out
 meta-losses and the medians of ``--repeats`` timings (the DDP run's time over the plain run's).
 Several ranks on one GPU are refused by NCCL, so this is what a one-GPU machine can check;
-``tests/test_meta_ddp.py`` holds two gloo ranks equal to one process.
+``tests/meta/test_meta_ddp.py`` holds two gloo ranks equal to one process.
 
     .venv/bin/python -m bench.meta_ddp --repeats 3
 """

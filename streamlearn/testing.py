@@ -23,7 +23,7 @@ from streamlearn.wire.messages import Origin, RawRecord
 class LoopbackSource:
     """Events from ``events``, answers from ``oracle`` to the queries ``sink`` received.
 
-    Not run as a doctest: see ``tests/test_active_loop.py``.
+    Not run as a doctest: see ``tests/active/test_active_loop.py``.
     """
 
     def __init__(

@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from streamlearn.config import LearnerConfig, SharedConfig
+from streamlearn.service.daemon import Daemon
 from streamlearn.wire.messages import EventBatch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,3 +63,18 @@ def per_key_rules(**kw: Any) -> LearnerConfig:
     """A learner config with the shared model off: the per-key rules alone, for the tests
     that hold them to their oracles one event at a time."""
     return LearnerConfig(shared=SharedConfig(enabled=False), **kw)
+
+
+def start_in_thread(daemon: Daemon) -> tuple[threading.Thread, list[BaseException]]:
+    """``daemon.run()`` in a started thread, and the list that receives what stopped it."""
+    failure: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            daemon.run()
+        except BaseException as exc:
+            failure.append(exc)
+
+    runner = threading.Thread(target=body)
+    runner.start()
+    return runner, failure

@@ -114,7 +114,7 @@ class LambdaRefresh:
 class LambdaWatch:
     """Cadenced per-key ``dw*/dlambda``, per-event sensitivity, lambda tuning.
 
-    Not run as a doctest (it needs a learner's tables): see ``tests/test_active_loop.py``.
+    Not run as a doctest (it needs a learner's tables): see ``tests/active/test_active_loop.py``.
     """
 
     def __init__(

@@ -41,7 +41,7 @@ class Joined:
 class ActiveLearning:
     """Query selection, pending queries and the lambda watch of one daemon.
 
-    Not run as a doctest (it needs a learner and metrics): see ``tests/test_active_loop.py``.
+    Not run as a doctest (it needs a learner and metrics): see ``tests/active/test_active_loop.py``.
     """
 
     def __init__(
@@ -226,12 +226,10 @@ class ActiveLearning:
             self.metrics.label_surges.inc()
             # The shared model re-learns with large steps again (its accumulator grew on
             # the settled concept's small gradients), ramping back to the old steps once
-            # the new concept is learned: family100 at 5% 0.8406 without, 0.8464 with.
-            # Only for a drift of the population: when one key carried more than
-            # restart_key_share of the evidence, the misses are that key's (its own offset
-            # and drift detector re-learn it), and larger shared steps only add noise (elec,
-            # one key whose alarms are hard stretches, 40 seeds: 0.7567 with, 0.7607
-            # without).
+            # the new concept is learned. Only for a drift of the population: when one
+            # key carried more than restart_key_share of the evidence, the misses are that
+            # key's (its own offset and drift detector re-learn it), and larger shared
+            # steps only add noise (docs/active-learning.md has the measurements).
             if (
                 self.learner.shared is not None
                 and c.pacing.restart_shared

@@ -18,19 +18,18 @@ passes ``alarm_nats``, and the pacer queries at its maximum share for ``surge_ev
 events, or until the labels saved in the bank are spent. Every label counts in proportion
 to how sure its prediction was: an answer to an uncertain query (p near 0.5) adds about
 nothing, a confident miss adds up to ``_CAP`` nats. bench/active_ceiling.py measures what
-surges are worth on family100 at 5%, at the true drift times and on this detector.
+surges are worth, at the true drift times and on this detector (docs/active-learning.md).
 Given the answers' keys, an alarm also says how much of its evidence (the CUSUM's run that
 passed the threshold) one key carried, :attr:`BudgetPacer.alarm_key_share`: near 1 the
 misses were one key's, spread they were the population's, and only then does the caller
-restart the shared model (elec, one key, lost 0.004 to restarts over 40 seeds; the family,
-whose keys drift together, gains 0.006).
+restart the shared model (a one-key stream loses by restarts in its hard stretches; many
+keys that drift together gain).
 
 A **warm-up** starts the stream the same way: the first ``warmup_events`` events at the
 maximum share. A new model knows nothing, so its first labels teach it the most, and an
 uncertainty policy's picks are no better than random then. This one borrows: the bank
-pays it back over the next ``bank_events`` or so (bench/active_budget.py's runs, 10 seeds,
-uncertainty at 5%, 3,000 events: elec 0.7519 -> 0.7562, family100 0.8433 -> 0.8436). A
-daemon that resumes from a checkpoint does not warm up again.
+pays it back over the next ``bank_events`` or so (measured by bench/active_budget.py;
+docs/active-learning.md). A daemon that resumes from a checkpoint does not warm up again.
 """
 
 from __future__ import annotations
@@ -140,8 +139,8 @@ class BudgetPacer:
         when the evidence passes ``alarm_nats`` (a drift: the caller restarts what
         re-learns, and :attr:`alarm_key_share` says whether one key carried it). A surge
         starts with it when the bank is not in debt, and ends early once the bank is spent:
-        surges spend what the budget saved, never borrow (borrowing to half a ``scale``,
-        elec at a 20% budget spent 22%). The evidence waits at 0 during a surge: the model
+        surges spend what the budget saved, never borrow (borrowing to half a ``scale``
+        overspent the budget). The evidence waits at 0 during a surge: the model
         is re-learning, and its misses then say nothing new."""
         if not self.surge_events:
             return False
@@ -199,8 +198,8 @@ class BudgetPacer:
         """The share to query now, within ``[budget / max_boost, min(1, budget * max_boost)]``."""
         b = self.budget
         # Debt lowers the share and savings raise it (up to e x at the cap): without the
-        # latter, a bank filled in a settled stretch was never spent and the run ended at
-        # 4.2% of a 5% budget (family100 uncertainty 0.799 against 0.819 with it).
+        # latter, a bank filled in a settled stretch was never spent and the run ended
+        # well under its budget, and less accurate.
         s = b * self.boost() * math.exp(min(self.bank, self.scale) / self.scale)
         return min(max(s, b / self.max_boost), 1.0, b * self.max_boost)
 

@@ -175,10 +175,11 @@ class PacingConfig(_Strict):
     # The first events at the maximum share, paid back by the bank: a new model's first
     # labels teach it the most (0: none; not again after a resume from a checkpoint).
     warmup_events: Annotated[int, Field(ge=0)] = 3000
-    # An alarm restarts the shared model's accumulator (family100 at 5%: +0.006) unless
-    # one key carried more than restart_key_share of its evidence (one key's hard stretch,
-    # not a drift of the population: elec, one key, does better without). Not 0.5: an
-    # alarm's run is a few answers, and one of the family's may carry 0.57 of it.
+    # An alarm restarts the shared model's accumulator (a drift of the population is
+    # re-learned faster) unless one key carried more than restart_key_share of its
+    # evidence (that key's hard stretch: larger shared steps only add noise). Not 0.5: an
+    # alarm's run is a few answers, and one key of many may carry over half of it.
+    # Measurements: docs/active-learning.md.
     restart_shared: bool = True
     restart_key_share: Probability = 0.75
 

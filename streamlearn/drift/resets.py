@@ -24,7 +24,7 @@ from streamlearn.state.recent import RecentLabels
 class Resetter:
     """Resets keys after drift to the start that fits their recent labels best.
 
-    Not run as a doctest (it needs a learner with a pool): see ``tests/test_meta_pool.py``.
+    Not run as a doctest (it needs a learner with a pool): see ``tests/meta/test_meta_pool.py``.
     """
 
     def __init__(self, learner: OnlineLearner, cfg: DriftConfig) -> None:

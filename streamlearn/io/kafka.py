@@ -222,7 +222,7 @@ class KafkaSource:
     """The events topic (and the labels topic, when asked) read by a consumer group, with
     manual commits.
 
-    Not constructed in doctests: it needs a broker (see ``tests/test_kafka.py``).
+    Not constructed in doctests: it needs a broker (see ``tests/io/test_kafka.py``).
     """
 
     def __init__(

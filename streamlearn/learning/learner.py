@@ -98,7 +98,7 @@ class OnlineLearner(KeyRows):
         )
         # The shared model's earlier concepts, recalled when the labels say so. Not for
         # regression: no coin's loss to tell failing weights by (ungated, recall raised the
-        # sinusoid family's squared error 6.40 -> 6.80 with every label given).
+        # squared error).
         self.memory = (
             ConceptMemory(spec, cfg.shared.recall)
             if cfg.shared.enabled and cfg.shared.recall.enabled and spec.coin_loss is not None
@@ -302,11 +302,10 @@ class OnlineLearner(KeyRows):
         rollbacks = 0
         lo = 0
         # Round ends; the shared model steps at the first one after step_labels labels.
-        # Cutting rounds to step exactly every step_labels labels made 8x more lanes calls
-        # with every event labelled (~0.45x the throughput, 1,000 keys), so only batches of
+        # Cutting rounds to step exactly every step_labels labels made many more lanes
+        # calls with every event labelled (about half the throughput), so only batches of
         # label answers are cut: one round of distinct keys each, small, and with active
-        # learning every label comes that way (one step per batch cost family100 at a 5%
-        # budget 0.821 -> 0.806).
+        # learning every label comes that way (one step per batch cost accuracy).
         memory = self.memory
         if memory is not None and n_labelled[-1]:
             lab_rows = np.flatnonzero(labelled)

@@ -2,10 +2,10 @@
 
 Why: drifting streams go back to concepts they have seen (seasons, weekdays, a campaign
 that returns). The shared model (:mod:`streamlearn.learning.shared`) then re-learns what it knew a
-while ago, and at a tight label budget that takes thousands of events. Measured with
-``bench/active_ceiling.py`` on family100 at a 5% budget: putting back, at each recurring
-drift, the shared weights of that concept's last segment is worth +0.012 accuracy (an oracle
-that knows the drift times; this module has to find out from the labels).
+while ago, and at a tight label budget that takes thousands of events. ``bench/
+active_ceiling.py`` measures what putting back, at each recurring drift, the shared weights
+of that concept's last segment is worth (an oracle that knows the drift times; this module
+has to find out from the labels).
 
 How:
 
@@ -26,10 +26,10 @@ How:
   force, are evidence too: a member that knows the concept predicts them well.
 - **Only while the weights in force fail.** Members are scored (and gather evidence) only
   while the weights in force average a log loss of at least ``gate`` times a coin's on the
-  last ~20 scored labels; otherwise their evidence waits. Without a gate, on elec with every
-  label given, the memory switched 66 times, each time to weights that had fit the last
-  labels a little better, and cost 0.009 accuracy: a model that tracks well loses more by
-  a jump than it gains. With every label given the gate is mostly shut, and the memory
+  last ~20 scored labels; otherwise their evidence waits. Without a gate, with every label
+  given, the memory switched often, each time to weights that had fit the last labels a
+  little better, and cost accuracy: a model that tracks well loses more by a jump than it
+  gains. With every label given the gate is mostly shut, and the memory
   costs one forward pass over ``check_labels`` labels per poll. (The labels an
   uncertainty policy picks keep the weights in force near a coin's loss, so at a tight
   budget the gate is open and the paired test alone decides.)

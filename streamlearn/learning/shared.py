@@ -128,8 +128,8 @@ class SharedWeights:
         With ``ramp`` (a drift alarm's restart) the accumulator goes back to its old value
         over the steps it remembers, ``1 / (1 - forgetting)``: at step ``t`` it is at least
         ``t (1 - forgetting)`` times the old one. The large steps re-learn a new concept;
-        once it is learned they were noise (family100 at 5%, uncertainty, 20 seeds: 0.8437
-        -> 0.8454). Plain AdaGrad (``forgetting`` 1) remembers every step: no ramp."""
+        once it is learned they were noise. Plain AdaGrad (``forgetting`` 1) remembers every
+        step: no ramp."""
         self._ramp_from = self.accum.copy() if ramp and self.forgetting < 1.0 else None
         self._ramp_steps = 0
         if start is not None:

@@ -5,7 +5,7 @@ same stream, builds the same task buffers and, with the same seed, draws the sam
 ``tasks_per_step`` tasks per outer step, then meta-trains on its own share of it (tasks
 ``rank, rank + N, ...``). DDP averages the ranks' gradients, so the step equals the one a
 single process takes on the whole batch, and N ranks end on the same meta-init as one
-process (up to the order of float sums; ``tests/test_meta_ddp.py`` holds them equal). The
+process (up to the order of float sums; ``tests/meta/test_meta_ddp.py`` holds them equal). The
 backend is NCCL on GPUs (rank ``LOCAL_RANK``'s device) and gloo on CPU; only rank 0 writes
 the meta-init file.
 
@@ -105,7 +105,7 @@ class DistributedMAML:
     gradient averaged over the ranks by DDP. Same interface as
     :class:`streamlearn.meta.outer.OuterLoop`.
 
-    Not run as a doctest (it needs a process group): see ``tests/test_meta_ddp.py``.
+    Not run as a doctest (it needs a process group): see ``tests/meta/test_meta_ddp.py``.
     """
 
     def __init__(

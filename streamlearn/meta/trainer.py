@@ -116,7 +116,7 @@ def run_job(job: Job) -> Outcome:
 class BackgroundMetaTrainer:
     """Schedules meta-training jobs in one worker process; at most one job at a time.
 
-    Not run in doctests (it spawns a process): see ``tests/test_meta_trainer.py``.
+    Not run in doctests (it spawns a process): see ``tests/meta/test_meta_trainer.py``.
     """
 
     def __init__(self, cfg: MetaConfig, spec: ModelSpec, rule: InnerRule, seed: int = 0) -> None:

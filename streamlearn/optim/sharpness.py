@@ -35,7 +35,7 @@ from streamlearn.state.recent import RecentLabels
 class CurvatureWatch:
     """Cadenced curvature and the rate factors it implies (cap, PI gain).
 
-    Not run as a doctest (it needs a learner's tables): see ``tests/test_step_rules.py``.
+    Not run as a doctest (it needs a learner's tables): see ``tests/optim/test_step_rules.py``.
     """
 
     def __init__(self, spec: ModelSpec, cfg: LearnerConfig) -> None:

@@ -151,7 +151,7 @@ class KeyHandoff:
     """The daemon's side: which partition each key lives in, which keys changed since the
     last publish, the publish at checkpoints and the drop / take-over after a rebalance.
 
-    Not run as a doctest (it needs a broker): see ``tests/test_scale_out.py``.
+    Not run as a doctest (it needs a broker): see ``tests/service/test_scale_out.py``.
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""The hand-off's rules without a broker (the broker path: tests/test_scale_out.py): what a
+"""The hand-off's rules without a broker (the broker path: tests/service/test_scale_out.py): what a
 checkpoint publishes around a rebalance, what a new owner takes over and where it resumes."""
 
 from collections.abc import Iterable, Sequence

@@ -5,7 +5,6 @@ the runs after it isolate the record instead of crashing on it again."""
 
 import base64
 import hashlib
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,8 @@ from streamlearn.service.daemon import Daemon
 from streamlearn.service.quarantine import LEDGER_NAME, PollFailedError
 from streamlearn.state.checkpoint import CheckpointStore
 from streamlearn.wire.messages import EventBatch
-from tests.helpers import sample
+from tests.helpers import sample, start_in_thread
+from tests.io.test_kafka import _events, _produce
 from tests.kafka_util import (
     committed_offsets,
     end_offsets,
@@ -29,7 +29,6 @@ from tests.kafka_util import (
     read_topic,
     unique_prefix,
 )
-from tests.test_kafka import _events, _produce
 
 PARTITIONS = 2
 
@@ -46,16 +45,7 @@ def _config(bootstrap: str, prefix: str, ck_dir: Path | None, **source: Any) -> 
 
 def _drain(daemon: Daemon, done: Callable[[], bool], timeout_s: float = 90.0) -> None:
     """Run the daemon in a thread until ``done``; re-raise what stopped it early."""
-    failure: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            daemon.run()
-        except BaseException as exc:
-            failure.append(exc)
-
-    runner = threading.Thread(target=body)
-    runner.start()
+    runner, failure = start_in_thread(daemon)
     deadline = time.monotonic() + timeout_s
     while runner.is_alive() and not done() and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -14,7 +14,7 @@ from streamlearn.model.spec import ModelSpec
 from streamlearn.wire.messages import EventBatch
 from tests.helpers import per_key_rules, run_cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_reservoir_is_bounded_per_task_and_keeps_a_uniform_sample():

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.helpers import ROOT, free_tcp_port, run_cli
-from tests.test_kafka import _wait_ready
+from tests.io.test_kafka import _wait_ready
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"

@@ -12,8 +12,8 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import ROOT, run_cli
+from tests.io.test_kafka import _produce, _wait_ready
 from tests.kafka_util import kafka_overrides, read_topic, unique_prefix, write_config
-from tests.test_kafka import _produce, _wait_ready
 
 PARTITIONS = 2
 N_EVENTS = 3000

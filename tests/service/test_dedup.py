@@ -9,7 +9,7 @@ from streamlearn.config import load_config
 from streamlearn.io.memory import MemorySink, MemorySource
 from streamlearn.service.daemon import Daemon
 from tests.helpers import sample
-from tests.test_kafka import _events
+from tests.io.test_kafka import _events
 
 
 def _daemon(events, tmp_path, window=None, topic="events"):

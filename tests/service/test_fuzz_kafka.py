@@ -4,7 +4,6 @@ After it the daemon is still up and every record sent is an event or a dead lett
 
 import itertools
 import json
-import threading
 import time
 from typing import Any
 
@@ -17,9 +16,9 @@ from prometheus_client import CollectorRegistry
 from streamlearn.config import load_config
 from streamlearn.service.daemon import Daemon
 from streamlearn.wire.messages import MAX_RECORD_BYTES
-from tests.helpers import sample
+from tests.helpers import sample, start_in_thread
 from tests.kafka_util import kafka_overrides, read_topic, unique_prefix
-from tests.test_fuzz import json_values
+from tests.wire.test_fuzz import json_values
 
 N_FEATURES = 8
 # Under the broker's default message.max.bytes (1,048,588), over the decoder's record limit.
@@ -93,16 +92,7 @@ def test_fuzzed_records_on_the_real_broker_are_each_an_event_or_a_dead_letter(
     )
     reg = CollectorRegistry()
     daemon = Daemon(cfg, reg)
-    failure: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            daemon.run()
-        except BaseException as exc:
-            failure.append(exc)
-
-    loop = threading.Thread(target=body)
-    loop.start()
+    loop, failure = start_in_thread(daemon)
     producer = KafkaProducer(
         bootstrap_servers=[kafka_bootstrap], linger_ms=5, max_request_size=BROKER_LIMIT + 4096
     )

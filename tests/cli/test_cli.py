@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.helpers import run_cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_help_is_useful():

@@ -15,7 +15,7 @@ from streamlearn.state.checkpoint import CheckpointStore
 from streamlearn.state.residency import SPILL_FILE, Residency
 from streamlearn.state.spill import SpilledKey, SpillStore
 from tests.helpers import event_batch, sample
-from tests.test_checkpoint import _whole_and_resumed
+from tests.state.test_checkpoint import _whole_and_resumed
 
 
 def _row(key: str, value: float) -> SpilledKey:

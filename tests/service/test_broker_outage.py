@@ -14,6 +14,7 @@ import pytest
 
 from streamlearn.state.checkpoint import CheckpointStore
 from tests.helpers import ROOT, run_cli
+from tests.io.test_kafka import _cli, _wait_ready
 from tests.kafka_util import (
     committed_offsets,
     end_offsets,
@@ -21,7 +22,6 @@ from tests.kafka_util import (
     unique_prefix,
     write_config,
 )
-from tests.test_kafka import _cli, _wait_ready
 
 PARTITIONS = 2
 KAFKA_SH = str(ROOT / "scripts" / "kafka.sh")

@@ -16,6 +16,7 @@ from streamlearn.config import load_config
 from streamlearn.service.handoff import StateTopic
 from streamlearn.state.checkpoint import CheckpointStore
 from tests.helpers import ROOT, free_tcp_port, run_cli
+from tests.io.test_kafka import _cli, _wait_ready, run_alone
 from tests.kafka_util import (
     committed_offsets,
     end_offsets,
@@ -24,7 +25,6 @@ from tests.kafka_util import (
     unique_prefix,
     write_config,
 )
-from tests.test_kafka import _cli, _wait_ready, run_alone
 
 PARTITIONS = 6
 

@@ -15,7 +15,7 @@ from streamlearn.config import load_config
 from streamlearn.service.daemon import Daemon
 from streamlearn.state.checkpoint import CheckpointStore
 
-FIXTURE = Path(__file__).parent / "fixtures" / "checkpoint-0.1.0.pt"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "checkpoint-0.1.0.pt"
 
 
 def _daemon(ck_dir: Path) -> Daemon:

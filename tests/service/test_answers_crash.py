@@ -10,6 +10,8 @@ import time
 import pytest
 
 from streamlearn.state.checkpoint import CheckpointStore
+from tests.active.test_active_kafka import _cmd
+from tests.io.test_kafka import _wait_ready
 from tests.kafka_util import (
     committed_offsets,
     end_offsets,
@@ -18,8 +20,6 @@ from tests.kafka_util import (
     unique_prefix,
     write_config,
 )
-from tests.test_active_kafka import _cmd
-from tests.test_kafka import _wait_ready
 
 PARTITIONS = 2
 N_EVENTS = 12_000

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from streamlearn.ops.reference import config_reference, metrics_reference
 
-REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference"
+REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "reference"
 
 
 def test_the_settings_and_metric_references_are_current():

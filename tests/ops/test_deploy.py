@@ -1,7 +1,7 @@
 """deploy/: Prometheus config and alert rules (promtool, with unit tests for every alert),
 Kubernetes manifests (kubernetes-validate, the API's own JSON schemas), the compose file
 (the compose specification's JSON schema), the Grafana dashboard and the configs they ship.
-The live side (a real Prometheus scraping a running daemon) is tests/test_prometheus_e2e.py."""
+The live side (a real Prometheus scraping a running daemon) is tests/ops/test_prometheus_e2e.py."""
 
 import copy
 import json

@@ -34,7 +34,7 @@ from tests.kafka_util import (
     write_config,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 3
 KILLS = 3
 

@@ -148,7 +148,7 @@ _ORPHAN = """
 import sys, time, multiprocessing
 import numpy as np, torch
 sys.path.insert(0, {root!r})
-from tests.test_meta_trainer import _buffer
+from tests.meta.test_meta_trainer import _buffer
 from streamlearn.config import MetaConfig
 from streamlearn.meta.maml import InnerRule, MetaParams
 from streamlearn.meta.trainer import BackgroundMetaTrainer
