@@ -156,20 +156,7 @@ class ActiveLearning:
                 continue
             reason = "explore" if explored else self.cfg.policy
             q = Query(qid, ids[j], keys[j], x, float(raw[j]), reason, pj, version, expires)
-            self.pending.add(
-                Pending(
-                    q.query_id,
-                    q.event_id,
-                    q.key,
-                    x,
-                    pj,
-                    version,
-                    now,
-                    expires,
-                    float(batch.ts[i]),
-                    explored,
-                )
-            )
+            self.pending.add(Pending.of(q, now, float(batch.ts[i])))
             out.append(q)
             mt.queries.labels(reason).inc()
         mt.pending_queries.set(len(self.pending))
@@ -281,22 +268,9 @@ class ActiveLearning:
         from, by a run that then stopped. Their answers are then learned like any other."""
         now = self.clock()
         n = 0
-        for q, sent_at in sent:
+        for q, sent_at in sent:  # the event's own time is not on the query
             if q.expires_at > now:
-                explored = q.reason == "explore"
-                item = Pending(
-                    q.query_id,
-                    q.event_id,
-                    q.key,
-                    q.x,
-                    q.p,
-                    q.model_version,
-                    sent_at,
-                    q.expires_at,
-                    sent_at,  # the event's own time is not on the query
-                    explored,
-                )
-                n += self.pending.adopt(item)
+                n += self.pending.adopt(Pending.of(q, sent_at, sent_at))
         self.metrics.pending_queries.set(len(self.pending))
         return n
 

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from streamlearn.wire.messages import Query
+
 Outcome = Literal["ok", "late", "duplicate", "unknown"]
 
 
@@ -28,6 +30,22 @@ class Pending:
     expires_at: float
     event_ts: float = 0.0  # the event's own time, kept for the batch it is learned in
     explored: bool = False  # drawn at random (an unbiased label), not for its score
+
+    @classmethod
+    def of(cls, q: Query, asked_at: float, event_ts: float) -> Pending:
+        """The open query ``q``, asked at ``asked_at`` about an event of ``event_ts``."""
+        return cls(
+            q.query_id,
+            q.event_id,
+            q.key,
+            q.x,
+            q.p,
+            q.model_version,
+            asked_at,
+            q.expires_at,
+            event_ts,
+            q.reason == "explore",
+        )
 
 
 class PendingQueries:

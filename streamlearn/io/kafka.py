@@ -168,31 +168,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     # work runs in the daemon's loop (streamlearn.service.handoff).
 
     def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        src = self.source
-        src._held = dict(src._positions)
-        for tp in revoked:
-            src._positions.pop(position_key(tp.topic, tp.partition), None)
+        self.source.partitions_revoked(revoked)
 
     def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        src = self.source
-        for tp in assigned:
-            key = position_key(tp.topic, tp.partition)
-            # A checkpoint's positions apply once, at the first assignment after it was
-            # loaded: a later rebalance must not replay what was learned since.
-            start = src._restore.pop(key, None) if src.seek_on_assign else None
-            if start is None:
-                # Kept through the rebalance: go on from what this replica has processed
-                # (the group's committed offset is older: its records are learned here).
-                start = src._held.get(key)
-                if start is not None:
-                    src._positions[key] = start
-            if start is not None:
-                src._consumer.seek(tp, start)
-        src._held = {}
-        log.info("assigned partitions %s", sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
-        events = {tp.partition for tp in assigned if tp.topic == src.cfg.topics.events}
-        for hook in src.on_assigned:
-            hook(events)
+        self.source.partitions_assigned(assigned)
 
 
 def wait_for_partitions(
@@ -271,6 +250,33 @@ class KafkaSource:
     @property
     def last_error(self) -> str | None:
         return self._last_error
+
+    def partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        """Rebalance: what this replica had processed, kept for partitions it gets back."""
+        self._held = dict(self._positions)
+        for tp in revoked:
+            self._positions.pop(position_key(tp.topic, tp.partition), None)
+
+    def partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        """Rebalance: where each assigned partition resumes."""
+        for tp in assigned:
+            key = position_key(tp.topic, tp.partition)
+            # A checkpoint's positions apply once, at the first assignment after it was
+            # loaded: a later rebalance must not replay what was learned since.
+            start = self._restore.pop(key, None) if self.seek_on_assign else None
+            if start is None:
+                # Kept through the rebalance: go on from what this replica has processed
+                # (the group's committed offset is older: its records are learned here).
+                start = self._held.get(key)
+                if start is not None:
+                    self._positions[key] = start
+            if start is not None:
+                self._consumer.seek(tp, start)
+        self._held = {}
+        log.info("assigned partitions %s", sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+        events = {tp.partition for tp in assigned if tp.topic == self.cfg.topics.events}
+        for hook in self.on_assigned:
+            hook(events)
 
     def seek(self, positions: Mapping[str, int]) -> None:
         """Resume from these positions (a checkpoint's) when their partitions are assigned."""

@@ -44,7 +44,6 @@ from streamlearn.wire.messages import (
     RawRecord,
     bounded,
     failed_record,
-    poison_record,
 )
 
 log = logging.getLogger("streamlearn")
@@ -318,7 +317,7 @@ class Daemon:
         except Exception as exc:
             if self.store is None:
                 log.error("dead-lettering a record that fails on its own: %s", exc)
-                self._dead_letters([failed_record(record, exc)])
+                self._dead_letters([failed_record(record, f"{type(exc).__name__}: {exc}")])
                 return
             self.quarantine.condemn(record.origin, f"{type(exc).__name__}: {exc}")
             raise PollFailedError(
@@ -334,7 +333,7 @@ class Daemon:
             if why is None:
                 kept.append(r)
             else:
-                dead.append(poison_record(r, why))
+                dead.append(failed_record(r, f"in an earlier run: {why}"))
         if dead:
             self._dead_letters(dead)
         return kept

@@ -96,12 +96,6 @@ class Quarantine:
         self._poison[where] = bounded(reason)
         self._save()
 
-    def acquit(self, origin: Origin) -> None:
-        """A suspect that went through on its own."""
-        if place(origin) in self._suspects:
-            self._suspects.discard(place(origin))
-            self._save()
-
     def settle(self, committed: Mapping[str, int]) -> None:
         """Drop the entries before ``committed`` positions (``"topic:partition"`` -> next
         offset): those records are never read again."""

@@ -9,6 +9,7 @@ every input as exactly one of the two.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -332,10 +333,10 @@ class EventDecoder:
         if fast is not None and type(value) is bytes and len(value) <= limit:
             got = fast.decode(value)
             if got is not None:
-                try:  # the label's rule is the full path's own
+                # The label's rule is the full path's own; on a rejection the full path
+                # words the reason from the record as sent.
+                with contextlib.suppress(_Rejected):
                     return (*got[:4], self._label(got[4]))
-                except _Rejected:
-                    pass  # the full path words the reason from the record as sent
         return self._validate(self._parse(value))
 
     def decode_answers(self, records: Iterable[RawRecord]) -> tuple[list[Answer], list[DeadLetter]]:
@@ -465,15 +466,10 @@ class EventDecoder:
         return float(y)
 
 
-def failed_record(record: RawRecord, exc: BaseException) -> DeadLetter:
-    """The dead letter of a record that failed after decoding (``processing_failed``)."""
-    detail = bounded(f"processing failed: {type(exc).__name__}: {exc}")
-    return DeadLetter(Reason.PROCESSING_FAILED, detail, _as_bytes(record.value), record.origin)
-
-
-def poison_record(record: RawRecord, reason: str) -> DeadLetter:
-    """The dead letter of a record a failed earlier run isolated as failing on its own."""
-    detail = bounded(f"processing failed in an earlier run: {reason}")
+def failed_record(record: RawRecord, why: str) -> DeadLetter:
+    """The dead letter of a record that failed after decoding, on its own
+    (``processing_failed``); ``why`` names the failure."""
+    detail = bounded(f"processing failed: {why}")
     return DeadLetter(Reason.PROCESSING_FAILED, detail, _as_bytes(record.value), record.origin)
 
 
