@@ -1,4 +1,4 @@
-"""Prequential benchmark: streamlearn beside river and deep-river on the same streams.
+"""Prequential benchmark: streamlearn beside river, VW, deep-river and CapyMOA on the same streams.
 
 Protocol (shared/benchmarks.md): for every example in stream order predict first (P(class 1)),
 score it, then learn from it. The stream is generated before timing; only the predict+learn
@@ -6,10 +6,13 @@ loop is timed; one fresh process per (learner, stream); one torch thread; peak R
 process. streamlearn runs its whole daemon pipeline in process (decode and validate the wire
 contract, per-key learning, drift detection, regret baseline, metrics), fed 500 events per poll.
 
-    bench/setup.sh                       # once: .venv-bench with river 0.25 + deep-river
-    .venv-bench/bin/python bench/learners.py [--streams family100,elec] [--repeats 3]
+    bench/setup.sh       # once: .venv-bench (river, deep-river, VW), .venv-capymoa (CapyMOA)
+    .venv-bench/bin/python -m bench.learners [--streams elec,agr_a] [--repeats 3]
+        [--variant 'NAME={"learner": {...}, "model": {...}}']   # streamlearn ablations
 
-Prints one table (median over repeats); ``--json FILE`` keeps the raw runs.
+Prints one table (median speed over repeats), and for ``coldstart_p`` the few-shot windows
+(each entity's events 1-5, 6-20, 21+) beside the true weights' ceiling; ``--json FILE``
+keeps the raw runs.
 """
 
 from __future__ import annotations
@@ -28,61 +31,36 @@ from typing import Any
 
 import numpy as np
 
+from bench.streams import FEW_SHOT_WINDOWS, STREAMS, Example, build_stream, coldstart
+
 ROOT = Path(__file__).resolve().parent.parent
-ELEC = ROOT.parent / "shared" / "data" / "elec.csv"
-Example = tuple[str, list[float], int]
+CAPYMOA_PYTHON = ROOT / ".venv-capymoa" / "bin" / "python"
 
-# name -> (builder, drift points for recovery, needs per-key peer)
-STREAMS: dict[str, tuple[str, list[int]]] = {
-    "family100": (
-        "100 keys, shared recurring concepts, abrupt drift / 20k",
-        [20_000, 40_000, 60_000, 80_000],
-    ),
-    "family1000": (
-        "1,000 keys, shared recurring concepts, abrupt drift / 20k",
-        [20_000, 40_000, 60_000, 80_000],
-    ),
-    "family10": (
-        "10 keys, shared recurring concepts, abrupt drift / 20k",
-        [20_000, 40_000, 60_000, 80_000],
-    ),
-    "sea_a": ("river SEA variants 0..3, 25k each (one key)", [25_000, 50_000, 75_000]),
-    "elec": ("shared/data/elec.csv, 45,312 rows (one key)", []),
-}
-LEARNERS = ["streamlearn", "river-lr", "river-lr-per-key", "deep-river-mlp"]
-
-
-def build_stream(name: str) -> list[Example]:
-    from streamlearn.config import FileSourceConfig, SyntheticSourceConfig
-    from streamlearn.io.files import replay
-    from streamlearn.io.synthetic import build_family
-
-    if name.startswith("family"):
-        cfg = SyntheticSourceConfig(n_keys=int(name[6:]), max_events=100_000)
-        items = build_family(cfg)
-    elif name == "sea_a":
-        cfg = SyntheticSourceConfig(
-            family="sea",
-            n_features=3,
-            n_keys=1,
-            seed=42,
-            segment_length=25_000,
-            label_noise=0.0,
-            max_events=100_000,
-        )
-        items = build_family(cfg)
-    elif name == "elec":
-        items = replay(FileSourceConfig(path=str(ELEC), label_column="class"))
-    else:
-        raise ValueError(f"unknown stream {name!r}")
-    return [(e.event["key"], e.event["x"], int(e.y_true)) for e in items]
+LEARNERS = [
+    "streamlearn",
+    "river-lr",
+    "river-lr-per-key",
+    "vw",
+    "deep-river-mlp",
+    "river-arf",
+    "capymoa-arf",
+    "capymoa-hat",
+]
+# Per-key peers run only where there are keys; CapyMOA runs in its own environment.
+PER_KEY_ONLY = {"river-lr-per-key"}
 
 
 # -- learners: each returns P(class 1) for every example, predicted before learning ---------
 
 
-def run_streamlearn(stream: list[Example], learner: dict[str, Any] | None = None) -> list[float]:
-    """The daemon in process; ``learner`` overrides the ``learner`` config section."""
+def run_streamlearn(
+    stream: list[Example],
+    learner: dict[str, Any] | None = None,
+    model: dict[str, Any] | None = None,
+    sections: dict[str, Any] | None = None,
+) -> list[float]:
+    """The daemon in process; ``learner`` and ``model`` override those config sections,
+    ``sections`` any other."""
     from prometheus_client import CollectorRegistry
 
     from streamlearn.config import load_config
@@ -93,9 +71,10 @@ def run_streamlearn(stream: list[Example], learner: dict[str, Any] | None = None
     d = len(stream[0][1])
     cfg = load_config(
         overrides={
-            "model": {"n_features": d},
+            "model": {**(model or {}), "n_features": d},
             "source": {"synthetic": {"n_features": d}},
             "learner": learner or {},
+            **(sections or {}),
         },
         env={},
     )
@@ -142,6 +121,12 @@ def _river_lr(d: int) -> Any:
     return preprocessing.StandardScaler() | linear_model.LogisticRegression()
 
 
+def _river_arf(d: int) -> Any:
+    from river import forest
+
+    return forest.ARFClassifier(n_models=10, seed=42)
+
+
 def _deep_river_mlp(d: int) -> Any:
     """deep-river's Classifier around an MLP 32x2 (ReLU), two logits, Adam 1e-3, with the same
     StandardScaler in front as river's LR."""
@@ -168,12 +153,66 @@ def _deep_river_mlp(d: int) -> Any:
     return preprocessing.StandardScaler() | clf
 
 
+def run_vw(stream: list[Example]) -> list[float]:
+    """Vowpal Wabbit logistic regression with its adaptive, normalised update (pyvw), on
+    features standardised by river's StandardScaler, as the protocol's reference row."""
+    from river import preprocessing
+    from vowpalwabbit import Workspace
+
+    vw = Workspace("--loss_function logistic --link logistic --adaptive --normalized --quiet")
+    scaler = preprocessing.StandardScaler()
+    out: list[float] = []
+    _TIMER.start()
+    for _key, x, y in stream:
+        xd = dict(enumerate(x))
+        scaler.learn_one(xd)
+        z = scaler.transform_one(xd)
+        feats = " ".join(f"f{j}:{v:.6g}" for j, v in z.items())
+        out.append(float(vw.predict(f"| {feats}")))
+        vw.learn(f"{1 if y == 1 else -1} | {feats}")
+    _TIMER.stop()
+    vw.finish()
+    return out
+
+
+def run_capymoa(stream: list[Example], learner: str) -> list[float]:
+    """CapyMOA in its own environment (bench/setup.sh) on the same arrays; its worker times
+    its own loop and reports its own process's peak RSS."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "stream.npz"
+        np.savez(
+            data,
+            x=np.asarray([e[1] for e in stream], dtype=np.float64),
+            y=np.asarray([e[2] for e in stream], dtype=np.int64),
+        )
+        out = subprocess.run(
+            [str(CAPYMOA_PYTHON), str(ROOT / "bench" / "capymoa_worker.py"), str(data), learner],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        _TIMER.seconds = res["seconds"]
+        _CHILD_RSS_MB[0] = res["peak_rss_mb"]
+        return list(np.load(Path(tmp) / "p.npy").astype(float))
+
+
+_CHILD_RSS_MB = [0.0]
+
 RUNNERS: dict[str, Callable[[list[Example]], list[float]]] = {
     "streamlearn": run_streamlearn,
     "river-lr": lambda s: _run_river(s, _river_lr, per_key=False),
     "river-lr-per-key": lambda s: _run_river(s, _river_lr, per_key=True),
+    "river-arf": lambda s: _run_river(s, _river_arf, per_key=False),
+    "vw": run_vw,
     "deep-river-mlp": lambda s: _run_river(s, _deep_river_mlp, per_key=False, bool_labels=False),
+    "capymoa-arf": lambda s: run_capymoa(s, "arf"),
+    "capymoa-hat": lambda s: run_capymoa(s, "hat"),
 }
+# Labels only (no probabilities): no log loss.
+LABELS_ONLY = {"capymoa-arf", "capymoa-hat"}
 
 
 class _Timer:
@@ -211,32 +250,62 @@ def recovery(correct: np.ndarray, drifts: list[int], window: int = 500) -> float
     return float(statistics.median(found)) if found else None
 
 
-def worker(stream_name: str, learner: str) -> dict[str, Any]:
-    import torch
+def _log_loss(probs: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(probs, 1e-15, 1 - 1e-15)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
-    torch.set_num_threads(1)
+
+def few_shot(probs: np.ndarray, y: np.ndarray, position: np.ndarray) -> dict[str, list[float]]:
+    """Accuracy and log loss over each entity's events 1-5, 6-20 and 21+."""
+    out: dict[str, list[float]] = {}
+    for lo, hi in FEW_SHOT_WINDOWS:
+        m = (position >= lo) & (position <= hi)
+        name = f"{lo}-{hi}" if hi < 10**9 else f"{lo}+"
+        out[name] = [float(((probs[m] >= 0.5) == (y[m] == 1)).mean()), _log_loss(probs[m], y[m])]
+    return out
+
+
+def worker(stream_name: str, learner: str, overrides: str = "") -> dict[str, Any]:
+    if learner.startswith(("streamlearn", "deep-river")) or overrides:
+        import torch  # only where it is used: importing it costs ~700 MB of peak RSS
+
+        torch.set_num_threads(1)
     stream = build_stream(stream_name)
-    return {"learner": learner, **score(stream_name, stream, RUNNERS[learner](stream))}
+    if overrides:
+        over = json.loads(overrides)
+        probs = run_streamlearn(
+            stream,
+            over.pop("learner", None),
+            over.pop("model", None),
+            over,
+        )
+    else:
+        probs = RUNNERS[learner](stream)
+    return {"learner": learner, **score(stream_name, stream, probs, learner in LABELS_ONLY)}
 
 
-def score(stream_name: str, stream: list[Example], predictions: list[float]) -> dict[str, Any]:
+def score(
+    stream_name: str, stream: list[Example], predictions: list[float], labels_only: bool = False
+) -> dict[str, Any]:
     """Prequential accuracy, log loss, speed of the timed loop, peak RSS and recovery."""
     probs = np.asarray(predictions, dtype=np.float64)
     y = np.asarray([e[2] for e in stream], dtype=np.float64)
     if len(probs) != len(y):
         raise RuntimeError(f"{len(probs)} predictions for {len(y)} examples")
     correct = ((probs >= 0.5) == (y == 1)).astype(np.float64)
-    p = np.clip(probs, 1e-15, 1 - 1e-15)
-    logloss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-    return {
+    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, _CHILD_RSS_MB[0])
+    out: dict[str, Any] = {
         "stream": stream_name,
         "n": len(y),
         "accuracy": float(correct.mean()),
-        "logloss": logloss,
+        "logloss": math.nan if labels_only else _log_loss(probs, y),
         "per_second": len(y) / _TIMER.seconds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "recovery": recovery(correct, STREAMS[stream_name][1]),
+        "peak_rss_mb": _CHILD_RSS_MB[0] or rss,
+        "recovery": recovery(correct, STREAMS[stream_name].drifts),
     }
+    if stream_name == "coldstart_p":
+        out["few_shot"] = few_shot(probs, y, coldstart().position)
+    return out
 
 
 def _fmt_rec(v: float | None, drifts: list[int]) -> str:
@@ -245,66 +314,110 @@ def _fmt_rec(v: float | None, drifts: list[int]) -> str:
     return "not recovered" if v is None else f"{v:,.0f}"
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--streams", default="family100,family10,sea_a,elec")
-    ap.add_argument("--learners", default=",".join(LEARNERS))
-    ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--worker", nargs=2, metavar=("STREAM", "LEARNER"), help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.worker:
-        print(json.dumps(worker(*args.worker)))
-        return 0
-    from tqdm import tqdm
+def _fmt_loss(v: float) -> str:
+    return "-" if math.isnan(v) else f"{v:.3f}"
 
-    jobs = []
-    for s in args.streams.split(","):
-        for learner in args.learners.split(","):
-            if learner == "river-lr-per-key" and not s.startswith("family"):
-                continue  # one-key streams: identical to river-lr
-            jobs += [(s, learner)] * args.repeats
-    runs: list[dict[str, Any]] = []
-    for s, learner in tqdm(jobs, desc="bench", unit="run"):
-        out = subprocess.run(
-            [sys.executable, __file__, "--worker", s, learner],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if out.returncode != 0:
-            print(f"{learner} on {s} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
-            continue
-        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    if args.json:
-        Path(args.json).write_text(json.dumps(runs, indent=1))
-    print()
+
+def print_tables(runs: list[dict[str, Any]], streams: list[str], learners: list[str]) -> None:
+    """One row per (stream, learner): medians of speed over repeats, first run's scores."""
     print(
-        "| stream | learner | accuracy | log loss | labelled/s (median) | x river-lr | "
-        "x deep-river | peak RSS MB | recovery (median ex.) |"
+        "| stream | learner | accuracy | log loss | events/s (median) | x river-lr | "
+        "peak RSS MB | recovery (median ex.) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for s in args.streams.split(","):
+    print("|---|---|---|---|---|---|---|---|")
+    for s in streams:
         rows = [r for r in runs if r["stream"] == s]
         speed = {
             name: statistics.median(r["per_second"] for r in rows if r["learner"] == name)
             for name in {r["learner"] for r in rows}
         }
-        for learner in args.learners.split(","):
+        for learner in learners:
             mine = [r for r in rows if r["learner"] == learner]
             if not mine:
                 continue
             r0 = mine[0]
-            ratio_lr = speed[learner] / speed["river-lr"] if "river-lr" in speed else math.nan
-            ratio_dr = (
-                speed[learner] / speed["deep-river-mlp"] if "deep-river-mlp" in speed else math.nan
-            )
+            ratio = speed[learner] / speed["river-lr"] if "river-lr" in speed else math.nan
             print(
-                f"| {s} | {learner} | {r0['accuracy']:.3f} | {r0['logloss']:.3f} | "
-                f"{speed[learner]:,.0f} | {ratio_lr:.2f} | {ratio_dr:.1f} | "
+                f"| {s} | {learner} | {r0['accuracy']:.3f} | {_fmt_loss(r0['logloss'])} | "
+                f"{speed[learner]:,.0f} | {ratio:.2f} | "
                 f"{max(r['peak_rss_mb'] for r in mine):.0f} | "
-                f"{_fmt_rec(r0['recovery'], STREAMS[s][1])} |"
+                f"{_fmt_rec(r0['recovery'], STREAMS[s].drifts)} |"
             )
+    cold = [r for r in runs if r["stream"] == "coldstart_p"]
+    if cold:
+        cs = coldstart()
+        y = np.asarray([e[2] for e in cs.examples], dtype=np.float64)
+        ceiling = few_shot(cs.true_p, y, cs.position)
+        windows = list(ceiling)
+        print()
+        print("coldstart_p per entity-event window: accuracy / log loss")
+        print()
+        print("| learner | " + " | ".join(f"events {w}" for w in windows) + " |")
+        print("|---|" + "---|" * len(windows))
+        seen: set[str] = set()
+        for r in [*cold, {"learner": "true weights (ceiling)", "few_shot": ceiling}]:
+            if r["learner"] in seen:
+                continue
+            seen.add(r["learner"])
+            cells = [
+                f"{a:.3f} / {_fmt_loss(b) if r['learner'] not in LABELS_ONLY else '-'}"
+                for a, b in (r["few_shot"][w] for w in windows)
+            ]
+            print(f"| {r['learner']} | " + " | ".join(cells) + " |")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--streams", default="elec,sea_a,hyper_g,agr_a,rbf_d,family100,coldstart_p")
+    ap.add_argument("--learners", default=",".join(LEARNERS))
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="streamlearn with these config overrides (any section), e.g. "
+        """'mlp={"model": {"hidden": [32, 32]}}' (repeatable; NAME joins the learners)""",
+    )
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (speeds: leave at 1)")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--worker", nargs="+", metavar="ARG", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(*args.worker)))
+        return 0
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    variants = dict(v.split("=", 1) for v in args.variant)
+    learners = [*args.learners.split(","), *variants]
+    streams = args.streams.split(",")
+    jobs = []
+    for s in streams:
+        for learner in learners:
+            if learner in PER_KEY_ONLY and s in {"elec", "sea_a", "hyper_g", "agr_a", "rbf_d"}:
+                continue  # one-key streams: identical to river-lr
+            jobs += [(s, learner)] * args.repeats
+
+    def one(job: tuple[str, str]) -> dict[str, Any] | None:
+        s, learner = job
+        cmd = [sys.executable, "-m", "bench.learners", "--worker", s, learner]
+        if learner in variants:
+            cmd.append(variants[learner])
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
+        if out.returncode != 0:
+            print(f"{learner} on {s} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
+            return None
+        return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        results = list(tqdm(pool.map(one, jobs), total=len(jobs), desc="bench", unit="run"))
+    runs = [r for r in results if r is not None]
+    if args.json:
+        Path(args.json).write_text(json.dumps(runs, indent=1))
+    print()
+    print_tables(runs, streams, learners)
     return 0
 
 

@@ -21,7 +21,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bench.learners import STREAMS, build_stream, run_streamlearn, score
+from bench.learners import run_streamlearn, score
+from bench.streams import STREAMS, build_stream
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {},
@@ -83,7 +84,7 @@ def main() -> int:
             recs = [r["recovery"] for r in rs if r["recovery"] is not None]
             rec = (
                 "-"
-                if not STREAMS[s][1]
+                if not STREAMS[s].drifts
                 else (f"{statistics.median(recs):,.0f}" if recs else "none")
             )
             print(

@@ -28,7 +28,8 @@ echo "== kafka"
 if [ "${CI:-}" = "true" ]; then ./scripts/kafka.sh reset; fi
 ./scripts/kafka.sh start
 if [ "${CI:-}" = "true" ]; then trap './scripts/kafka.sh stop' EXIT; fi
-echo "== ruff"; ruff check . && ruff format --check .
+# One command a line: under set -e a failure on the left of && would not stop the script.
+echo "== ruff"; ruff check .; ruff format --check .
 echo "== mypy"; mypy
 echo "== import layers"; lint-imports --no-cache
 echo "== pytest"; python -m pytest -q "$@"

@@ -59,6 +59,28 @@ def event_batch(keys: list[str], x: object, y: object) -> EventBatch:
     )
 
 
+# The linear model and its rates (the default before the MLP): the tests of mechanisms
+# written for and measured on a linear model (drift resets, concept recall, pools, the
+# 0.1.0 checkpoint) keep it.
+LINEAR_LEARNER: dict[str, Any] = {
+    "learning_rate": 1.0,
+    "shared": {"learning_rate": 1.0, "forgetting": 0.99},
+}
+LINEAR: dict[str, Any] = {"model": {"hidden": [], "init": "zeros"}, "learner": LINEAR_LEARNER}
+
+
+def with_linear(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` on top of :data:`LINEAR` (nested sections merged)."""
+
+    def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+        out = dict(base)
+        for k, v in extra.items():
+            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        return out
+
+    return merge(LINEAR, overrides)
+
+
 def per_key_rules(**kw: Any) -> LearnerConfig:
     """A learner config with the shared model off: the per-key rules alone, for the tests
     that hold them to their oracles one event at a time."""

@@ -165,16 +165,17 @@ class MetaConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """The adapted model: ``hidden=[]`` is a linear model."""
+    """The adapted model: an MLP (tanh, two hidden layers of 32 by default); ``hidden=[]`` is
+    a linear model."""
 
     task: Literal["binary", "multiclass", "regression"] = "binary"
     n_features: Annotated[int, Field(ge=1, le=4096)] = 8
     feature_names: list[str] | None = None
     n_classes: Annotated[int, Field(ge=2, le=10_000)] = 2
-    hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=list)
+    hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [32, 32])
     activation: Literal["tanh", "relu"] = "tanh"
     standardize: bool = True
-    init: Literal["zeros", "normal"] = "zeros"
+    init: Literal["zeros", "normal"] = "normal"
     init_scale: Annotated[float, Field(ge=0)] = 1.0
     seed: int = 0
 

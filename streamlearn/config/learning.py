@@ -79,10 +79,12 @@ class SharedConfig(_Strict):
     per-key rules turn it off to check those rules alone."""
 
     enabled: bool = True
-    learning_rate: PositiveFloat = 1.0
+    learning_rate: PositiveFloat = 0.1
     # The shared accumulator decays by this factor per step (1: plain AdaGrad, whose steps
     # shrink for good; below 1 the shared weights keep tracking drift nobody detected).
-    forgetting: Annotated[float, Field(gt=0, le=1)] = 0.99
+    # 0.999 (a memory of ~1,000 steps) rather than 0.99: the network's steps must settle
+    # on noise-free and slowly drifting concepts (docs/benchmarks.md, the ablation).
+    forgetting: Annotated[float, Field(gt=0, le=1)] = 0.999
     # A step every this many labels, whatever the poll size (pieces of a poll, or several
     # polls when labels are sparse).
     step_labels: Annotated[int, Field(ge=1, le=1_000_000)] = 8
@@ -90,7 +92,7 @@ class SharedConfig(_Strict):
 
 
 class LearnerConfig(_Strict):
-    learning_rate: PositiveFloat = 1.0  # as config/default.yaml (benchmarked there)
+    learning_rate: PositiveFloat = 0.1  # as config/default.yaml (benchmarked there)
     adagrad_eps: PositiveFloat = 1e-10
     initial_accumulator: Annotated[float, Field(ge=0)] = 0.1
     proximal_lambda: Annotated[float, Field(ge=0)] = 0.1
@@ -104,6 +106,10 @@ class LearnerConfig(_Strict):
     curvature: CurvatureConfig = CurvatureConfig()
     controller: ControllerConfig = ControllerConfig()
     shared: SharedConfig = SharedConfig()
+    # A key's own steps on the hidden layers (the representation) at this fraction of its
+    # rate on the output layer: 1 personalises the whole network, 0 only its head (the
+    # hidden layers are then the shared model's alone).
+    personal_hidden: Annotated[float, Field(ge=0, le=1)] = 1.0
     # Keys kept in memory; beyond it the least recently used are spilled beside the
     # checkpoints and brought back on their next event (streamlearn.state.residency). 0: no bound.
     max_keys: Annotated[int, Field(ge=0)] = 1_000_000

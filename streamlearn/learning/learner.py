@@ -75,6 +75,13 @@ class OnlineLearner(KeyRows):
         tables = KeyTables.fresh(_as_row(theta0), version, cfg.initial_accumulator)
         self._install(tables)
         self._rates: np.ndarray | None = None
+        # learner.personal_hidden: the per-parameter factor on a key's own rate (1 on the
+        # output layer); None when it is 1 everywhere.
+        self._personal = (
+            np.where(spec.head_mask(), np.float32(1.0), np.float32(cfg.personal_hidden))
+            if cfg.personal_hidden < 1.0 and spec.hidden
+            else None
+        )
         # The starts a key can be reset to: row 0 is theta0, rows 1..K a meta-init pool
         # (streamlearn.meta.pool). A key's proximal term pulls towards the start it was
         # last reset to.
@@ -293,7 +300,8 @@ class OnlineLearner(KeyRows):
         loss_out = np.empty(n, dtype=np.float32)
         params, accum, theta0 = self._params, self._accum, self._theta0
         starts = self.starts if len(self._pool) else None
-        lr = self.sizer.poll_rate(cfg.learning_rate if self._rates is None else self._rates)
+        base = cfg.learning_rate if self._rates is None else self._rates
+        lr = self.sizer.poll_rate(base if self._personal is None else base * self._personal)
         lam, eps = self.proximal_lambda, cfg.adagrad_eps
         guard = UpdateGuard(spec, cfg)
         sizer, direction, shared = self.sizer, self._direction, self.shared

@@ -75,6 +75,16 @@ class ModelSpec:
         start, n_in, n_out = self.layers[-1]
         return start + n_out * n_in + n_out
 
+    def head_mask(self) -> list[bool]:
+        """True for the output layer's parameters (weights and biases), False for the hidden
+        layers' (all True for a linear model).
+
+        >>> ModelSpec(n_features=2, hidden=(1,)).head_mask()
+        [False, False, False, True, True]
+        """
+        start = self.layers[-1][0]
+        return [i >= start for i in range(self.n_params)]
+
     def init(self, seed: int = 0, kind: str = "normal", scale: float = 1.0) -> torch.Tensor:
         """A starting point ``theta0``: zeros, or Glorot-normal weights times ``scale``, zero
         biases."""

@@ -33,7 +33,7 @@ from streamlearn.model.spec import ModelSpec
 from streamlearn.service.daemon import Daemon
 from streamlearn.service.outcomes import prediction_loss
 from streamlearn.testing import LoopbackSource, recording_truth
-from tests.helpers import event_batch, sample
+from tests.helpers import event_batch, sample, with_linear
 
 SPECS = [
     ModelSpec(3, "binary"),
@@ -357,17 +357,20 @@ def _loop(cfg, n_events, delay_s=0.05):
 
 def _run_on_drifting_family(n_events, delay_s, active, synthetic=None, batch_size=None):
     """A daemon with active learning on the drifting family (20 keys, a drift every 10,000
-    events), run to the end: (daemon, registry, sink)."""
+    events), run to the end: (daemon, registry, sink). The linear model: the surge and recall
+    mechanisms were measured on it."""
     syn = {"n_keys": 20, "label_fraction": 0.0, "rate": 0.0, "segment_length": 10_000}
     source: dict[str, object] = {"synthetic": {**syn, **(synthetic or {})}}
     if batch_size is not None:
         source["batch_size"] = batch_size
     cfg = load_config(
-        overrides={
-            "source": source,
-            "active": {"enabled": True, **active},
-            "metrics": {"baseline": "none"},
-        },
+        overrides=with_linear(
+            {
+                "source": source,
+                "active": {"enabled": True, **active},
+                "metrics": {"baseline": "none"},
+            }
+        ),
         env={},
     )
     loop, sink, _ = _loop(cfg, n_events, delay_s=delay_s)

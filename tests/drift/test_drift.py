@@ -7,7 +7,7 @@ from streamlearn.config import DriftConfig, load_config
 from streamlearn.drift.detectors import Degradation, DriftMonitor, RecoveryTracker
 from streamlearn.io.memory import MemorySource
 from streamlearn.service.daemon import Daemon
-from tests.helpers import sample
+from tests.helpers import sample, with_linear
 
 
 def _errors(before: float, after: float, n: int = 1500, seed: int = 0) -> list[float]:
@@ -91,11 +91,13 @@ def _flip_stream(n: int, flip_at: int):
 
 def test_daemon_resets_key_to_theta0_on_drift_and_measures_recovery():
     cfg = load_config(
-        overrides={
-            "model": {"n_features": 2},
-            "source": {"synthetic": {"n_features": 2}, "batch_size": 50},
-            "drift": {"recovery_window": 100},
-        },
+        overrides=with_linear(
+            {
+                "model": {"n_features": 2},
+                "source": {"synthetic": {"n_features": 2}, "batch_size": 50},
+                "drift": {"recovery_window": 100},
+            }
+        ),
         env={},
     )
     reg = CollectorRegistry()

@@ -168,3 +168,38 @@ def test_running_standardizer_matches_numpy():
     s2 = RunningStandardizer(4)
     s2.load_state_dict(s.state_dict())
     np.testing.assert_allclose(s2.transform(data[:3]), s.transform(data[:3]))
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5])
+def test_personal_hidden_scales_a_keys_own_steps_on_the_hidden_layers(fraction):
+    """Oracle: AdaGrad by hand on torch.func's gradient, the hidden layers' rate times
+    ``learner.personal_hidden``, the output layer's in full."""
+    spec = ModelSpec(3, hidden=(4,))
+    cfg = per_key_rules(learning_rate=0.3, proximal_lambda=0.1, personal_hidden=fraction)
+    theta0 = spec.init(seed=2)
+    keys, x, y = _stream(n=30, n_keys=2, seed=5, unlabelled=0.0)
+    learner = OnlineLearner(spec, cfg, theta0, standardize=False)
+    learner.process(event_batch(keys, x, y))
+
+    def objective(w, xi, yi):
+        return spec.loss_one(w, xi, yi) + 0.5 * cfg.proximal_lambda * ((w - theta0) ** 2).sum()
+
+    head = torch.tensor(spec.head_mask())
+    rate = torch.where(head, torch.tensor(1.0), torch.tensor(fraction)) * cfg.learning_rate
+    w = {k: theta0.clone() for k in set(keys)}
+    acc = {k: torch.full_like(theta0, cfg.initial_accumulator) for k in set(keys)}
+    for i, k in enumerate(keys):
+        g = grad(objective)(w[k], torch.tensor(x[i], dtype=torch.float32), torch.tensor(y[i]))
+        acc[k] = acc[k] + g * g
+        w[k] = w[k] - rate * g / (acc[k].sqrt() + cfg.adagrad_eps)
+    for k, expected in w.items():
+        got = learner.params_of(k)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+        if fraction == 0.0:  # the hidden layers stay the shared start's
+            assert torch.equal(got[~head], theta0[~head])
+        assert not torch.allclose(got[head], theta0[head])
+
+
+def test_personal_hidden_is_validated():
+    with pytest.raises(ValueError, match="personal_hidden"):
+        LearnerConfig(personal_hidden=1.5)

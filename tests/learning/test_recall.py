@@ -11,7 +11,7 @@ from streamlearn.learning.learner import OnlineLearner
 from streamlearn.learning.recall import ConceptMemory
 from streamlearn.model import lanes
 from streamlearn.model.spec import ModelSpec
-from tests.helpers import event_batch
+from tests.helpers import LINEAR_LEARNER, event_batch
 
 
 def test_evidence_equals_a_cusum_run_label_by_label():
@@ -107,7 +107,8 @@ def _run(learner, rng, segments, batch=50):
 def test_a_returning_concept_is_recalled_and_relearned_sooner():
     spec = ModelSpec(n_features=2)
     segments = [(1, 3000), (-1, 3000), (1, 1000)]
-    with_memory = OnlineLearner(spec, LearnerConfig(), spec.init(kind="zeros"))
+    linear = LearnerConfig.model_validate(LINEAR_LEARNER)
+    with_memory = OnlineLearner(spec, linear, spec.init(kind="zeros"))
     assert with_memory.memory is not None
     firsts = _run(with_memory, np.random.default_rng(0), segments[:1])
     assert with_memory.memory.recalls == 0  # a stable concept: nothing to recall
@@ -117,7 +118,9 @@ def test_a_returning_concept_is_recalled_and_relearned_sooner():
     assert memory.recalls >= 1
     without = OnlineLearner(
         spec,
-        LearnerConfig.model_validate({"shared": {"recall": {"enabled": False}}}),
+        LearnerConfig.model_validate(
+            {**LINEAR_LEARNER, "shared": {**LINEAR_LEARNER["shared"], "recall": {"enabled": False}}}
+        ),
         spec.init(kind="zeros"),
     )
     plain = _run(without, np.random.default_rng(0), segments[:1])

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from streamlearn.config import LearnerConfig
+from streamlearn.config import LearnerConfig, load_config
 from streamlearn.learning.learner import OnlineLearner
 from streamlearn.meta.initfile import MetaInit, load_meta_init, save_meta_init
 from streamlearn.meta.tasks import TaskBuffer
 from streamlearn.model.spec import ModelSpec
+from streamlearn.service.wiring import build_spec
 from streamlearn.wire.messages import EventBatch
 from tests.helpers import per_key_rules, run_cli
 
@@ -81,7 +82,7 @@ def test_meta_train_then_run_from_the_meta_init(tmp_path):
     )
     assert train.returncode == 0, train.stderr
     assert "held-out meta-loss" in train.stderr
-    init = load_meta_init(out, ModelSpec(8))
+    init = load_meta_init(out, build_spec(load_config(env={})))  # the default model
     assert init.summary["held_out_after"] < init.summary["held_out_before"]
     run = run_cli(
         "run",

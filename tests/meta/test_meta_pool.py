@@ -20,7 +20,7 @@ from streamlearn.meta.tasks import TaskBuffer
 from streamlearn.model.spec import ModelSpec
 from streamlearn.service.daemon import Daemon
 from streamlearn.state.recent import RecentLabels
-from tests.helpers import event_batch, sample
+from tests.helpers import event_batch, sample, with_linear
 
 D = 4
 CONCEPTS = np.array([[3.0, 0.0, 0.0, 0.0], [0.0, -3.0, 0.0, 0.0]])
@@ -161,13 +161,15 @@ def test_resetter_picks_the_member_that_fits_recent_labels():
 def test_daemon_resets_to_pool_members_after_a_global_drift():
     """End to end: two recurring concepts, a pool holding both, the daemon's own detector."""
     cfg = load_config(
-        overrides={
-            "source": {
-                "synthetic": {"n_keys": 10, "n_concepts": 2, "segment_length": 4000, "seed": 3}
-            },
-            "model": {"n_features": 8},
-            "drift": {"on_global_drift": "reset_all"},  # resets to pool members
-        },
+        overrides=with_linear(
+            {
+                "source": {
+                    "synthetic": {"n_keys": 10, "n_concepts": 2, "segment_length": 4000, "seed": 3}
+                },
+                "model": {"n_features": 8},
+                "drift": {"on_global_drift": "reset_all"},  # resets to pool members
+            }
+        ),
         env={},
     )
     syn = cfg.source.synthetic.model_copy(update={"max_events": 16_000})

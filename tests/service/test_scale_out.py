@@ -15,7 +15,7 @@ import pytest
 from streamlearn.config import load_config
 from streamlearn.service.handoff import StateTopic
 from streamlearn.state.checkpoint import CheckpointStore
-from tests.helpers import ROOT, free_tcp_port, run_cli
+from tests.helpers import ROOT, free_tcp_port, run_cli, with_linear
 from tests.io.test_kafka import _cli, _wait_ready, run_alone
 from tests.kafka_util import (
     committed_offsets,
@@ -30,30 +30,36 @@ PARTITIONS = 6
 
 
 def _tree(kafka: dict[str, Any], ck_dir: Path, port: int, handoff: bool) -> dict[str, Any]:
-    return {
-        "source": {"kind": "kafka", "batch_size": 200, "synthetic": {"n_keys": 90}},
-        "kafka": {
-            **kafka,
-            "handoff": handoff,
-            "meta_init_check_s": 0.5,
-            "session_timeout_ms": 6000,
-            "heartbeat_interval_ms": 1000,
-        },
-        "checkpoint": {"dir": str(ck_dir), "every_events": 1000, "every_seconds": 0.5},
-        "metrics": {"port": port},
-        "service": {"status_interval_s": 1.0},
-        # A key's learning depends on its own events only (as in the kill -9 test), so the
-        # replicas' result can be held equal to one uninterrupted daemon's, key by key.
-        "model": {"standardize": False},
-        "drift": {"global": False, "per_key": False},
-        # No proximal pull either: the meta-init published mid-run moves theta0, which
-        # would change every key's steps from then on (by design), here and not there.
-        "learner": {
-            "proximal_lambda": 0.0,
-            "shared": {"enabled": False},
-            "curvature": {"enabled": False},
-        },
-    }
+    # The linear model of the 0.2.0 default, whose keys all start at zeros: a key that the
+    # killed replica created after its last checkpoint is created again by its new owner
+    # from the newest meta-init (published mid-run), as designed, and the zero start keeps
+    # its steps equal to the uninterrupted daemon's.
+    return with_linear(
+        {
+            "source": {"kind": "kafka", "batch_size": 200, "synthetic": {"n_keys": 90}},
+            "kafka": {
+                **kafka,
+                "handoff": handoff,
+                "meta_init_check_s": 0.5,
+                "session_timeout_ms": 6000,
+                "heartbeat_interval_ms": 1000,
+            },
+            "checkpoint": {"dir": str(ck_dir), "every_events": 1000, "every_seconds": 0.5},
+            "metrics": {"port": port},
+            "service": {"status_interval_s": 1.0},
+            # A key's learning depends on its own events only (as in the kill -9 test), so the
+            # replicas' result can be held equal to one uninterrupted daemon's, key by key.
+            "model": {"standardize": False},
+            "drift": {"global": False, "per_key": False},
+            # No proximal pull either: the meta-init published mid-run moves theta0, which
+            # would change every key's steps from then on (by design), here and not there.
+            "learner": {
+                "proximal_lambda": 0.0,
+                "shared": {"enabled": False},
+                "curvature": {"enabled": False},
+            },
+        }
+    )
 
 
 def _version(port: int) -> float:

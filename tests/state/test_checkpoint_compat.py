@@ -14,16 +14,19 @@ from prometheus_client import CollectorRegistry
 from streamlearn.config import load_config
 from streamlearn.service.daemon import Daemon
 from streamlearn.state.checkpoint import CheckpointStore
+from tests.helpers import with_linear
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "checkpoint-0.1.0.pt"
 
 
 def _daemon(ck_dir: Path) -> Daemon:
-    cfg = load_config(
-        overrides={
-            "source": {"batch_size": 250, "synthetic": {"n_keys": 5, "seed": 3, "rate": 0}},
-            "checkpoint": {"dir": str(ck_dir), "every_events": 1000},
-        },
+    cfg = load_config(  # the configuration 0.1.0 wrote it under: its default, linear
+        overrides=with_linear(
+            {
+                "source": {"batch_size": 250, "synthetic": {"n_keys": 5, "seed": 3, "rate": 0}},
+                "checkpoint": {"dir": str(ck_dir), "every_events": 1000},
+            }
+        ),
         env={},
     )
     return Daemon(cfg, CollectorRegistry())
