@@ -41,6 +41,7 @@ LEARNERS = [
     "river-lr",
     "river-lr-per-key",
     "vw",
+    "vw-constant-rate",
     "deep-river-mlp",
     "river-arf",
     "capymoa-arf",
@@ -153,13 +154,16 @@ def _deep_river_mlp(d: int) -> Any:
     return preprocessing.StandardScaler() | clf
 
 
-def run_vw(stream: list[Example]) -> list[float]:
+def run_vw(stream: list[Example], extra: str = "") -> list[float]:
     """Vowpal Wabbit logistic regression with its adaptive, normalised update (pyvw), on
-    features standardised by river's StandardScaler, as the protocol's reference row."""
+    features standardised by river's StandardScaler, as the protocol's reference row;
+    ``extra`` flags (``--power_t 0``: a constant rate, VW's setting for drifting data)."""
     from river import preprocessing
     from vowpalwabbit import Workspace
 
-    vw = Workspace("--loss_function logistic --link logistic --adaptive --normalized --quiet")
+    vw = Workspace(
+        f"--loss_function logistic --link logistic --adaptive --normalized --quiet {extra}"
+    )
     scaler = preprocessing.StandardScaler()
     out: list[float] = []
     _TIMER.start()
@@ -207,6 +211,7 @@ RUNNERS: dict[str, Callable[[list[Example]], list[float]]] = {
     "river-lr-per-key": lambda s: _run_river(s, _river_lr, per_key=True),
     "river-arf": lambda s: _run_river(s, _river_arf, per_key=False),
     "vw": run_vw,
+    "vw-constant-rate": lambda s: run_vw(s, "--power_t 0"),
     "deep-river-mlp": lambda s: _run_river(s, _deep_river_mlp, per_key=False, bool_labels=False),
     "capymoa-arf": lambda s: run_capymoa(s, "arf"),
     "capymoa-hat": lambda s: run_capymoa(s, "hat"),
@@ -315,7 +320,7 @@ def _fmt_rec(v: float | None, drifts: list[int]) -> str:
 
 
 def _fmt_loss(v: float) -> str:
-    return "-" if math.isnan(v) else f"{v:.3f}"
+    return "-" if math.isnan(v) else f"{v:.4f}"
 
 
 def print_tables(runs: list[dict[str, Any]], streams: list[str], learners: list[str]) -> None:
@@ -338,7 +343,7 @@ def print_tables(runs: list[dict[str, Any]], streams: list[str], learners: list[
             r0 = mine[0]
             ratio = speed[learner] / speed["river-lr"] if "river-lr" in speed else math.nan
             print(
-                f"| {s} | {learner} | {r0['accuracy']:.3f} | {_fmt_loss(r0['logloss'])} | "
+                f"| {s} | {learner} | {r0['accuracy']:.4f} | {_fmt_loss(r0['logloss'])} | "
                 f"{speed[learner]:,.0f} | {ratio:.2f} | "
                 f"{max(r['peak_rss_mb'] for r in mine):.0f} | "
                 f"{_fmt_rec(r0['recovery'], STREAMS[s].drifts)} |"
@@ -360,7 +365,7 @@ def print_tables(runs: list[dict[str, Any]], streams: list[str], learners: list[
                 continue
             seen.add(r["learner"])
             cells = [
-                f"{a:.3f} / {_fmt_loss(b) if r['learner'] not in LABELS_ONLY else '-'}"
+                f"{a:.4f} / {_fmt_loss(b) if r['learner'] not in LABELS_ONLY else '-'}"
                 for a, b in (r["few_shot"][w] for w in windows)
             ]
             print(f"| {r['learner']} | " + " | ".join(cells) + " |")

@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
+
+from bench.worker import run_worker
 
 
 def worker(events: int, meta: bool) -> dict[str, Any]:
@@ -63,13 +64,7 @@ def main() -> int:
     res: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
     for _ in range(args.repeats):
         for mode in ("off", "on"):
-            out = subprocess.run(
-                [sys.executable, "-m", "bench.meta_background", "--worker", str(args.events), mode],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            res[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            res[mode].append(run_worker("bench.meta_background", str(args.events), mode))
             print(mode, res[mode][-1], file=sys.stderr)
     off = statistics.median(r["per_second"] for r in res["off"])
     on = statistics.median(r["per_second"] for r in res["on"])

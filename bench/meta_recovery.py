@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from bench.learners import recovery
+from bench.worker import run_worker
 
 N_EVENTS = 200_000
 DRIFTS = list(range(20_000, N_EVENTS, 20_000))
@@ -132,14 +133,7 @@ def main() -> int:
         )
         results = {}
         for name in VARIANTS:
-            out = subprocess.run(
-                [sys.executable, "-m", "bench.meta_recovery", "--worker", name, init],
-                capture_output=True,
-                text=True,
-                check=True,
-                env=env,
-            )
-            results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+            results[name] = run_worker("bench.meta_recovery", name, init, env=env)
     model = f"MLP hidden {args.hidden}" if args.hidden else "linear"
     print(
         f"\ndrifting family, 100 keys, {N_EVENTS:,} events, {len(DRIFTS)} abrupt drifts, "

@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 from typing import Any
 
 from tqdm import tqdm
 
 from bench.learners import run_streamlearn, score
 from bench.streams import STREAMS, build_stream
+from bench.worker import run_worker
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {},
@@ -63,13 +62,8 @@ def main() -> int:
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     jobs = [(s, v) for _ in range(args.repeats) for s in streams for v in VARIANTS]
     for s, v in tqdm(jobs, desc="ablation", unit="run"):
-        out = subprocess.run(
-            [sys.executable, "-m", "bench.step_size", "--worker", s, v],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        runs.setdefault((s, v), []).append(json.loads(out.stdout.strip().splitlines()[-1]))
+        res = run_worker("bench.step_size", s, v)
+        runs.setdefault((s, v), []).append(res)
     print(f"\nstep-size ablation, median of {args.repeats} (throughput ratio: against baseline)\n")
     print(
         "| stream | variant | accuracy | log loss | recovery (median ex.) "
