@@ -6,9 +6,7 @@ no label per entity key (label values come from small fixed sets).
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections import deque
 from collections.abc import Iterable
 from importlib.metadata import version
 
@@ -20,43 +18,6 @@ from streamlearn.wire.messages import Reason
 POLL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 LATENCY_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400)
 RECOVERY_BUCKETS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000)
-
-
-class RollingMean:
-    """Mean of the last ``window`` values (O(1) per value).
-
-    >>> r = RollingMean(2); r.extend([1.0, 2.0, 4.0]); r.value
-    3.0
-    """
-
-    def __init__(self, window: int) -> None:
-        if window < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
-        self._values: deque[float] = deque(maxlen=window)
-        self._window = window
-        self._sum = 0.0
-
-    def extend(self, values: Iterable[float]) -> None:
-        # A poll's values at once (one value at a time in Python cost ~1 ms per 500-event
-        # poll): the sum loses the values pushed out and gains the new ones.
-        vals, window = self._values, self._window
-        new = list(values)
-        if len(new) >= window:
-            vals.clear()
-            vals.extend(new[-window:])
-            self._sum = sum(vals)
-            return
-        if (out := len(vals) + len(new) - window) > 0:
-            self._sum -= sum(itertools.islice(vals, out))
-        vals.extend(new)
-        self._sum += sum(new)
-
-    @property
-    def value(self) -> float:
-        return self._sum / len(self._values) if self._values else float("nan")
-
-    def __len__(self) -> int:
-        return len(self._values)
 
 
 def _counter_by(

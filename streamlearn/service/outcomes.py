@@ -21,7 +21,8 @@ from streamlearn.learning.learner import OnlineLearner
 from streamlearn.learning.regret import GlobalBaseline
 from streamlearn.meta.tasks import TaskBuffer
 from streamlearn.model.spec import ModelSpec
-from streamlearn.ops.metrics import Metrics, RollingMean
+from streamlearn.ops.metrics import Metrics
+from streamlearn.service.rolling import RollingMean
 
 _P_FLOOR = 1e-7
 

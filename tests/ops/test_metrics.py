@@ -1,9 +1,7 @@
 """The daemon's metrics: names, types, values that agree with what was processed."""
 
-import random
 import urllib.error
 import urllib.request
-from collections import deque
 
 import orjson
 import pytest
@@ -14,7 +12,6 @@ from streamlearn.config import Config, load_config
 from streamlearn.io.memory import MemorySink, MemorySource
 from streamlearn.io.synthetic import build_family
 from streamlearn.ops.http import ServiceHTTP
-from streamlearn.ops.metrics import RollingMean
 from streamlearn.service.daemon import Daemon
 from tests.helpers import sample
 
@@ -162,17 +159,3 @@ def test_http_serves_metrics_and_health(free_port):
         assert err.value.code == 404
     finally:
         srv.stop()
-
-
-def test_rolling_mean_matches_the_mean_of_its_window_for_any_chunk_sizes() -> None:
-    rng = random.Random(0)
-    for _ in range(200):
-        window = rng.randint(1, 50)
-        rolling, oracle = RollingMean(window), deque[float](maxlen=window)
-        for _ in range(20):
-            chunk = [rng.random() for _ in range(rng.randint(0, 120))]
-            rolling.extend(chunk)
-            oracle.extend(chunk)
-            assert len(rolling) == len(oracle)
-            if oracle:
-                assert rolling.value == pytest.approx(sum(oracle) / len(oracle), abs=1e-9)
