@@ -238,18 +238,23 @@ _TIMER = _Timer()
 # -- scoring --------------------------------------------------------------------------------
 
 
-def recovery(correct: np.ndarray, drifts: list[int], window: int = 500) -> float | None:
+def recovery(
+    correct: np.ndarray, drifts: list[int], window: int = 500, *, to_plateau: bool = False
+) -> float | None:
     """Median examples after an abrupt drift until the 500-window accuracy is back within 2
-    points of the 500 before (shared/benchmarks.md); None when no drift recovered."""
+    points of the 500 before (shared/benchmarks.md); None when no drift recovered. With
+    ``to_plateau``, within 2 points of the learner's own plateau on the new concept (the last
+    5,000 examples before the next drift, or the end): for a learner that never gets back to
+    where it was."""
     found: list[int] = []
     if not drifts:
         return None
     ends = [*drifts[1:], len(correct)]
     for d, nxt in zip(drifts, ends, strict=True):
-        pre = correct[d - window : d].mean()
+        level = correct[max(d, nxt - 5000) : nxt] if to_plateau else correct[d - window : d]
         csum = np.concatenate([[0.0], np.cumsum(correct[d:nxt])])
         means = (csum[window:] - csum[:-window]) / window
-        hit = np.flatnonzero(means >= pre - 0.02)
+        hit = np.flatnonzero(means >= level.mean() - 0.02)
         if len(hit):
             found.append(int(hit[0]))
     return float(statistics.median(found)) if found else None
@@ -307,6 +312,7 @@ def score(
         "per_second": len(y) / _TIMER.seconds,
         "peak_rss_mb": _CHILD_RSS_MB[0] or rss,
         "recovery": recovery(correct, STREAMS[stream_name].drifts),
+        "recovery_plateau": recovery(correct, STREAMS[stream_name].drifts, to_plateau=True),
     }
     if stream_name == "coldstart_p":
         out["few_shot"] = few_shot(probs, y, coldstart().position)
@@ -327,9 +333,9 @@ def print_tables(runs: list[dict[str, Any]], streams: list[str], learners: list[
     """One row per (stream, learner): medians of speed over repeats, first run's scores."""
     print(
         "| stream | learner | accuracy | log loss | events/s (median) | x river-lr | "
-        "peak RSS MB | recovery (median ex.) |"
+        "peak RSS MB | recovery (median ex.) | to own plateau |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for s in streams:
         rows = [r for r in runs if r["stream"] == s]
         speed = {
@@ -346,7 +352,8 @@ def print_tables(runs: list[dict[str, Any]], streams: list[str], learners: list[
                 f"| {s} | {learner} | {r0['accuracy']:.4f} | {_fmt_loss(r0['logloss'])} | "
                 f"{speed[learner]:,.0f} | {ratio:.2f} | "
                 f"{max(r['peak_rss_mb'] for r in mine):.0f} | "
-                f"{_fmt_rec(r0['recovery'], STREAMS[s].drifts)} |"
+                f"{_fmt_rec(r0['recovery'], STREAMS[s].drifts)} | "
+                f"{_fmt_rec(r0.get('recovery_plateau'), STREAMS[s].drifts)} |"
             )
     cold = [r for r in runs if r["stream"] == "coldstart_p"]
     if cold:
