@@ -15,7 +15,7 @@ import pytest
 from streamlearn.config import load_config
 from streamlearn.service.handoff import StateTopic
 from streamlearn.state.checkpoint import CheckpointStore
-from tests.helpers import ROOT, free_tcp_port, run_cli, with_linear
+from tests.helpers import ROOT, free_tcp_port, run_cli
 from tests.io.test_kafka import _cli, _wait_ready, run_alone
 from tests.kafka_util import (
     committed_offsets,
@@ -30,36 +30,34 @@ PARTITIONS = 6
 
 
 def _tree(kafka: dict[str, Any], ck_dir: Path, port: int, handoff: bool) -> dict[str, Any]:
-    # The linear model of the 0.2.0 default, whose keys all start at zeros. With the network
-    # default 3 of 90 keys ended 0.04-0.06 away from the uninterrupted daemon's in one run of
-    # two, cause not yet found (not batching: key weights are bitwise equal across poll
-    # sizes; intermittent, so timing: the kill, the mid-run publish, a rebalance).
-    return with_linear(
-        {
-            "source": {"kind": "kafka", "batch_size": 200, "synthetic": {"n_keys": 90}},
-            "kafka": {
-                **kafka,
-                "handoff": handoff,
-                "meta_init_check_s": 0.5,
-                "session_timeout_ms": 6000,
-                "heartbeat_interval_ms": 1000,
-            },
-            "checkpoint": {"dir": str(ck_dir), "every_events": 1000, "every_seconds": 0.5},
-            "metrics": {"port": port},
-            "service": {"status_interval_s": 1.0},
-            # A key's learning depends on its own events only (as in the kill -9 test), so the
-            # replicas' result can be held equal to one uninterrupted daemon's, key by key.
-            "model": {"standardize": False},
-            "drift": {"global": False, "per_key": False},
-            # No proximal pull either: the meta-init published mid-run moves theta0, which
-            # would change every key's steps from then on (by design), here and not there.
-            "learner": {
-                "proximal_lambda": 0.0,
-                "shared": {"enabled": False},
-                "curvature": {"enabled": False},
-            },
-        }
-    )
+    # With the network default this failed once (3 of 90 keys 0.04-0.06 away from the
+    # uninterrupted daemon's) while benchmarks loaded both cores; it passed 4 runs of 4 on an
+    # idle machine. Cause not yet found (not batching: key weights are bitwise equal across
+    # poll sizes): timing under load (the kill, the mid-run publish, a rebalance).
+    return {
+        "source": {"kind": "kafka", "batch_size": 200, "synthetic": {"n_keys": 90}},
+        "kafka": {
+            **kafka,
+            "handoff": handoff,
+            "meta_init_check_s": 0.5,
+            "session_timeout_ms": 6000,
+            "heartbeat_interval_ms": 1000,
+        },
+        "checkpoint": {"dir": str(ck_dir), "every_events": 1000, "every_seconds": 0.5},
+        "metrics": {"port": port},
+        "service": {"status_interval_s": 1.0},
+        # A key's learning depends on its own events only (as in the kill -9 test), so the
+        # replicas' result can be held equal to one uninterrupted daemon's, key by key.
+        "model": {"standardize": False},
+        "drift": {"global": False, "per_key": False},
+        # No proximal pull either: the meta-init published mid-run moves theta0, which
+        # would change every key's steps from then on (by design), here and not there.
+        "learner": {
+            "proximal_lambda": 0.0,
+            "shared": {"enabled": False},
+            "curvature": {"enabled": False},
+        },
+    }
 
 
 def _version(port: int) -> float:
