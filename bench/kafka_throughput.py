@@ -82,7 +82,7 @@ def phase_peer(n: int, prefix: str, name: str) -> dict[str, float]:
         learners._run_river(stream, learners._river_lr, per_key=False)
     else:
         learners._run_river(stream, learners._deep_river_mlp, per_key=False, bool_labels=False)
-    return {"per_second": len(stream) / learners._TIMER.seconds}
+    return {"per_second": len(stream) / learners.TIMER.seconds}
 
 
 def phase_in_process(n: int, prefix: str) -> dict[str, float]:

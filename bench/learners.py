@@ -90,9 +90,9 @@ def run_streamlearn(
         for i, (k, x, y) in enumerate(stream)
     ]
     daemon = Daemon(cfg, CollectorRegistry(), source=MemorySource(iter(events)), sink=Collect())
-    _TIMER.start()
+    TIMER.start()
     daemon.run()
-    _TIMER.stop()
+    TIMER.stop()
     return probs
 
 
@@ -102,7 +102,7 @@ def _run_river(
     models: dict[str, Any] = {}
     out: list[float] = []
     d = len(stream[0][1])
-    _TIMER.start()
+    TIMER.start()
     for key, x, y in stream:
         k = key if per_key else ""
         model = models.get(k)
@@ -112,7 +112,7 @@ def _run_river(
         proba = model.predict_proba_one(xd)
         out.append(float(proba.get(True, proba.get(1, 0.5))))
         model.learn_one(xd, (y == 1) if bool_labels else y)
-    _TIMER.stop()
+    TIMER.stop()
     return out
 
 
@@ -166,7 +166,7 @@ def run_vw(stream: list[Example], extra: str = "") -> list[float]:
     )
     scaler = preprocessing.StandardScaler()
     out: list[float] = []
-    _TIMER.start()
+    TIMER.start()
     for _key, x, y in stream:
         xd = dict(enumerate(x))
         scaler.learn_one(xd)
@@ -174,7 +174,7 @@ def run_vw(stream: list[Example], extra: str = "") -> list[float]:
         feats = " ".join(f"f{j}:{v:.6g}" for j, v in z.items())
         out.append(float(vw.predict(f"| {feats}")))
         vw.learn(f"{1 if y == 1 else -1} | {feats}")
-    _TIMER.stop()
+    TIMER.stop()
     vw.finish()
     return out
 
@@ -198,7 +198,7 @@ def run_capymoa(stream: list[Example], learner: str) -> list[float]:
             check=True,
         )
         res = json.loads(out.stdout.strip().splitlines()[-1])
-        _TIMER.seconds = res["seconds"]
+        TIMER.seconds = res["seconds"]
         _CHILD_RSS_MB[0] = res["peak_rss_mb"]
         return list(np.load(Path(tmp) / "p.npy").astype(float))
 
@@ -232,7 +232,7 @@ class _Timer:
         self.seconds = time.perf_counter() - self.t0
 
 
-_TIMER = _Timer()
+TIMER = _Timer()
 
 
 # -- scoring --------------------------------------------------------------------------------
@@ -309,7 +309,7 @@ def score(
         "n": len(y),
         "accuracy": float(correct.mean()),
         "logloss": math.nan if labels_only else _log_loss(probs, y),
-        "per_second": len(y) / _TIMER.seconds,
+        "per_second": len(y) / TIMER.seconds,
         "peak_rss_mb": _CHILD_RSS_MB[0] or rss,
         "recovery": recovery(correct, STREAMS[stream_name].drifts),
         "recovery_plateau": recovery(correct, STREAMS[stream_name].drifts, to_plateau=True),

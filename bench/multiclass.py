@@ -21,12 +21,9 @@ from typing import Any
 import numpy as np
 
 from bench.worker import run_worker
+from tests.helpers import LINEAR  # the 0.2.0 default: linear, AdaGrad 1.0
 
 N_CLASSES = {"rbf4": 4, "led": 10, "wave": 3}
-LINEAR_020 = {
-    "model": {"hidden": [], "init": "zeros"},
-    "learner": {"learning_rate": 1.0, "shared": {"learning_rate": 1.0, "forgetting": 0.99}},
-}
 LEARNERS = ["streamlearn", "linear-0.2.0", "river-softmax"]
 
 
@@ -71,7 +68,7 @@ def run_streamlearn(
         # are binary and the config checks the model against its source.
         {"source": {"kind": "file", "file": {"path": "(in memory)"}}},
     )
-    return np.asarray(probs, dtype=np.float64), learners._TIMER.seconds
+    return np.asarray(probs, dtype=np.float64), learners.TIMER.seconds
 
 
 def run_river(stream: list[tuple[list[float], int]], n_classes: int) -> tuple[np.ndarray, float]:
@@ -99,7 +96,7 @@ def worker(name: str, learner: str) -> dict[str, Any]:
     if learner == "river-softmax":
         probs, seconds = run_river(stream, c)
     else:
-        probs, seconds = run_streamlearn(stream, c, LINEAR_020 if learner == "linear-0.2.0" else {})
+        probs, seconds = run_streamlearn(stream, c, LINEAR if learner == "linear-0.2.0" else {})
     y = np.asarray([e[1] for e in stream])
     p_true = np.clip(probs[np.arange(len(y)), y], 1e-15, 1.0)
     return {

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from streamlearn.config import LearnerConfig, SharedConfig
+from streamlearn.config import LearnerConfig, SharedConfig, merge_overrides
 from streamlearn.service.daemon import Daemon
 from streamlearn.wire.messages import EventBatch
 
@@ -71,14 +71,7 @@ LINEAR: dict[str, Any] = {"model": {"hidden": [], "init": "zeros"}, "learner": L
 
 def with_linear(overrides: dict[str, Any]) -> dict[str, Any]:
     """``overrides`` on top of :data:`LINEAR` (nested sections merged)."""
-
-    def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-        out = dict(base)
-        for k, v in extra.items():
-            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-        return out
-
-    return merge(LINEAR, overrides)
+    return merge_overrides(LINEAR, overrides)
 
 
 def per_key_rules(**kw: Any) -> LearnerConfig:

@@ -67,6 +67,7 @@ __all__ = [
     "SharedConfig",
     "TopicsConfig",
     "load_config",
+    "merge_overrides",
 ]
 
 
@@ -381,11 +382,16 @@ def _format_error(err: ValidationError) -> str:
     return _bounded(f"config error: {loc} = {shown}: {msg}")
 
 
-def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def merge_overrides(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``extra`` on top of ``base``, nested sections merged key by key (a copy).
+
+    >>> merge_overrides({"learner": {"a": 1, "b": 2}}, {"learner": {"b": 3}})
+    {'learner': {'a': 1, 'b': 3}}
+    """
     out = dict(base)
     for k, v in extra.items():
         if isinstance(v, Mapping) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
+            out[k] = merge_overrides(out[k], v)
         else:
             out[k] = v
     return out
@@ -429,9 +435,9 @@ def load_config(
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config error: {str(file)!r} must hold a mapping at the top")
         data = loaded or {}
-    data = _deep_merge(data, env_overrides(os.environ if env is None else env))
+    data = merge_overrides(data, env_overrides(os.environ if env is None else env))
     if overrides:
-        data = _deep_merge(data, overrides)
+        data = merge_overrides(data, overrides)
     try:
         return Config.model_validate(data)
     except ValidationError as err:
