@@ -62,6 +62,7 @@ def run_streamlearn(
 ) -> list[float]:
     """The daemon in process; ``learner`` and ``model`` override those config sections,
     ``sections`` any other."""
+    import orjson
     from prometheus_client import CollectorRegistry
 
     from streamlearn.config import load_config
@@ -85,8 +86,10 @@ def run_streamlearn(
         def predictions(self, items: Any) -> None:
             probs.extend(p.p for p in items)
 
+    # The records as the wire carries them (JSON bytes, as from Kafka): decoding them is in
+    # the timed loop, encoding them is not.
     events = [
-        {"id": str(i), "key": k, "ts": float(i), "x": x, "y": y}
+        orjson.dumps({"id": str(i), "key": k, "ts": float(i), "x": x, "y": y})
         for i, (k, x, y) in enumerate(stream)
     ]
     daemon = Daemon(cfg, CollectorRegistry(), source=MemorySource(iter(events)), sink=Collect())

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from streamlearn.config import LearnerConfig
-from streamlearn.learning import learner_state
+from streamlearn.learning import kernel, learner_state
 from streamlearn.learning.key_rows import KeyRows
 from streamlearn.learning.learner_state import KeyTables
 from streamlearn.learning.learner_state import as_row as _as_row
@@ -64,6 +64,7 @@ class OnlineLearner(KeyRows):
         *,
         standardize: bool = True,
         version: int = 0,
+        compiled: bool = True,
     ) -> None:
         if tuple(theta0.shape) != (spec.n_params,):
             raise ValueError(
@@ -88,6 +89,13 @@ class OnlineLearner(KeyRows):
         self._pool = np.zeros((0, spec.n_params), dtype=np.float32)
         self._start_of = tables.start_of
         self.sizer = StepSizer(spec, cfg)
+        # The compiled round loop where it computes this configuration (compiled=False: the
+        # numpy rounds, its reference, always).
+        self._kernel = (
+            kernel.Model.of(spec)
+            if compiled and kernel.supports(cfg, self.sizer.per_round)
+            else None
+        )
         # The proximal strength in force: learner.proximal_lambda, unless tuned online
         # (active.lambda_tuning moves it through set_proximal_lambda).
         self.proximal_lambda = cfg.proximal_lambda
@@ -123,6 +131,11 @@ class OnlineLearner(KeyRows):
     @property
     def theta0(self) -> torch.Tensor:
         return torch.from_numpy(self._theta0.copy())
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the poll's rounds run in the compiled loop (:mod:`.kernel`)."""
+        return self._kernel is not None
 
     @property
     def model_version(self) -> int:
@@ -294,21 +307,13 @@ class OnlineLearner(KeyRows):
         y_sorted = np.asarray(batch.y, dtype=np.float32)[order]
         labelled = ~np.isnan(y_sorted)
         ys = np.where(labelled, y_sorted, np.float32(0.0))
-        mask = labelled.astype(np.float32)[:, None]
         n_labelled = np.concatenate([[0], np.cumsum(labelled)])
         p_out = np.empty((n, spec.n_outputs), dtype=np.float32)
         loss_out = np.empty(n, dtype=np.float32)
-        params, accum, theta0 = self._params, self._accum, self._theta0
-        starts = self.starts if len(self._pool) else None
+        params, theta0 = self._params, self._theta0
         base = cfg.learning_rate if self._rates is None else self._rates
         lr = self.sizer.poll_rate(base if self._personal is None else base * self._personal)
-        lam, eps = self.proximal_lambda, cfg.adagrad_eps
-        guard = UpdateGuard(spec, cfg)
-        sizer, direction, shared = self.sizer, self._direction, self.shared
-        per_round = sizer.per_round
-        step_sq = 0.0
-        rollbacks = 0
-        lo = 0
+        sizer, shared = self.sizer, self.shared
         # Round ends; the shared model steps at the first one after step_labels labels.
         # Cutting rounds to step exactly every step_labels labels made many more lanes
         # calls with every event labelled (about half the throughput), so only batches of
@@ -323,10 +328,116 @@ class OnlineLearner(KeyRows):
             pieces = shared.pieces(sizes, n_labelled)
         else:
             pieces = np.cumsum(sizes).tolist()
+        if self._kernel is not None:
+            step_sq, rollbacks = self._rounds_compiled(
+                kernel.Rounds(xs, ys, labelled, ss, np.asarray(pieces, np.int64), p_out, loss_out),
+                lr,
+            )
+        else:
+            step_sq, rollbacks = self._rounds_numpy(
+                xs, ys, labelled, ss, pieces, lr, n_labelled, p_out, loss_out
+            )
+        if shared is not None and shared.ready:
+            self._shared_step(self._theta0)
+        recalled = False
+        if memory is not None:  # after the poll: no prediction by weights its label chose
+            if (shift := memory.take_recall(self._theta0)) is not None:
+                self.shift_shared(shift)
+                recalled = True
+            memory.maybe_snapshot()
+        inv = np.empty(n, dtype=np.int64)
+        inv[order] = np.arange(n)
+        loss_np = np.where(labelled, loss_out, np.nan)[inv].astype(np.float64)
+        watch = sizer.watch
+        if watch is not None:
+            keep = ~np.isnan(loss_np)
+            y32 = np.asarray(batch.y, dtype=np.float32)[keep]
+            watch.observe(slots[keep], x[keep], y32, loss_np[keep])
+            if watch.due():
+                watch.refresh(self._params, self._accum, self._theta0, sizer.eta)
+        p_np, correct = event_outputs(spec, p_out, inv, np.asarray(batch.y, dtype=np.float64))
+        n_steps = int(n_labelled[-1]) - rollbacks
+        mean_step = (step_sq / n_steps) ** 0.5 if n_steps > 0 else 0.0
+        return StepResult(
+            p_np,
+            loss_np,
+            correct,
+            rollbacks,
+            mean_step,
+            x,
+            sizer.eta,
+            sizer.hypergradient,
+            sizer.take_mean_weight(),
+            recalled,
+        )
+
+    def _rounds_compiled(self, rounds: kernel.Rounds, lr: float | np.ndarray) -> tuple[float, int]:
+        """The poll's rounds through the compiled loop (:mod:`streamlearn.learning.kernel`);
+        returns the sum of squared steps and the rolled-back steps."""
+        assert self._kernel is not None
+        p = self.spec.n_params
+        rate = np.ascontiguousarray(np.broadcast_to(np.asarray(lr, np.float32), (p,)))
+        shared = self.shared
+        step_labels = 0 if shared is None else shared.step_labels
+        grad_sum = np.zeros(p) if shared is None else shared.grad_sum
+        piece, step_sq, rollbacks = 0, 0.0, 0
+        while piece < len(rounds.ends):
+            if shared is not None and shared.ready:
+                self._shared_step(self._theta0)
+            pooled = len(self._pool) > 0
+            count = 0 if shared is None else shared.count
+            piece, new_count, sq, rolled, _ = kernel.run(
+                self._kernel,
+                rounds,
+                piece,
+                self._params,
+                self._accum,
+                self.starts if pooled else self._theta0[None],
+                self._start_of if pooled else None,
+                rate,
+                self.proximal_lambda,
+                self.cfg.adagrad_eps,
+                self.cfg.max_step_norm,
+                grad_sum,
+                count,
+                step_labels,
+            )
+            if shared is not None:
+                shared.counted(new_count - count)
+            step_sq += sq
+            rollbacks += rolled
+        return step_sq, rollbacks
+
+    def _rounds_numpy(
+        self,
+        xs: np.ndarray,
+        ys: np.ndarray,
+        labelled: np.ndarray,
+        ss: np.ndarray,
+        pieces: list[int],
+        lr: float | np.ndarray,
+        n_labelled: np.ndarray,
+        p_out: np.ndarray,
+        loss_out: np.ndarray,
+    ) -> tuple[float, int]:
+        """The poll's rounds as numpy arrays, a round at a time: the reference of the compiled
+        loop, and the path of the per-round options (rate hypergradient, curriculum, the
+        guard's loss re-check). Returns the sum of squared steps and the rolled-back steps."""
+        spec, cfg = self.spec, self.cfg
+        params, accum, theta0 = self._params, self._accum, self._theta0
+        lam, eps = self.proximal_lambda, cfg.adagrad_eps
+        guard = UpdateGuard(spec, cfg)
+        sizer, direction, shared = self.sizer, self._direction, self.shared
+        per_round = sizer.per_round
+        mask = labelled.astype(np.float32)[:, None]
+        step_sq = 0.0
+        rollbacks = 0
+        lo = 0
         with np.errstate(all="ignore"):  # overflow is caught by the guard below, per lane
             for hi in pieces:
                 if shared is not None and shared.ready:
                     theta0 = self._shared_step(theta0)
+                starts = self.starts if len(self._pool) else None
                 sl = ss[lo:hi]
                 w = params[sl]
                 if n_labelled[hi] == n_labelled[lo]:
@@ -359,39 +470,7 @@ class OnlineLearner(KeyRows):
                     direction[sl[upd]] = (g / (new_accum**0.5 + eps))[upd]
                 step_sq += float(sq.sum())
                 lo = hi
-        if shared is not None and shared.ready:
-            theta0 = self._shared_step(theta0)
-        recalled = False
-        if memory is not None:  # after the poll: no prediction by weights its label chose
-            if (shift := memory.take_recall(self._theta0)) is not None:
-                self.shift_shared(shift)
-                recalled = True
-            memory.maybe_snapshot()
-        inv = np.empty(n, dtype=np.int64)
-        inv[order] = np.arange(n)
-        loss_np = np.where(labelled, loss_out, np.nan)[inv].astype(np.float64)
-        watch = sizer.watch
-        if watch is not None:
-            keep = ~np.isnan(loss_np)
-            y32 = np.asarray(batch.y, dtype=np.float32)[keep]
-            watch.observe(slots[keep], x[keep], y32, loss_np[keep])
-            if watch.due():
-                watch.refresh(params, accum, theta0, sizer.eta)
-        p_np, correct = event_outputs(spec, p_out, inv, np.asarray(batch.y, dtype=np.float64))
-        n_steps = int(n_labelled[-1]) - rollbacks
-        mean_step = (step_sq / n_steps) ** 0.5 if n_steps > 0 else 0.0
-        return StepResult(
-            p_np,
-            loss_np,
-            correct,
-            rollbacks,
-            mean_step,
-            x,
-            sizer.eta,
-            sizer.hypergradient,
-            sizer.take_mean_weight(),
-            recalled,
-        )
+        return step_sq, rollbacks
 
     def _shared_step(self, theta0: np.ndarray) -> np.ndarray:
         """The shared model's step: theta0 and every key move by it."""

@@ -55,11 +55,12 @@ class GlobalBaseline:
                 if m == 0:
                     continue
                 xc = np.asarray(x_std[lo : lo + self.chunk][labelled], dtype=np.float32)
-                w = np.broadcast_to(self.params, (m, self.params.shape[0]))
-                g, _, loss = lanes.grad(self.spec, w, xc, yc[labelled].astype(np.float32))
+                g, _, loss = lanes.mean_grad(
+                    self.spec, self.params, xc, yc[labelled].astype(np.float32)
+                )
                 out[lo + np.flatnonzero(labelled)] = loss
                 new, state, _ = adagrad_step(
-                    self.params, self.state, g.mean(0), cfg.learning_rate, cfg.adagrad_eps
+                    self.params, self.state, g, cfg.learning_rate, cfg.adagrad_eps
                 )
                 if np.isfinite(new).all() and np.isfinite(state.accum).all():
                     self.params, self.state = new, state

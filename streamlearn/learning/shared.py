@@ -59,7 +59,9 @@ class SharedWeights:
         self.initial_accumulator = initial_accumulator
         self.start = start.copy()  # where a global drift sends the shared weights back
         self.accum = np.full_like(start, initial_accumulator)
-        self._grad = np.zeros_like(start, dtype=np.float64)
+        # The data gradients since the last step: their sum (float64; a compiled round loop
+        # adds to it in place, then reports how many through counted()) and how many.
+        self.grad_sum = np.zeros_like(start, dtype=np.float64)
         self._count = 0
         self._ramp_from: np.ndarray | None = None  # the accumulator before an alarm's restart
         self._ramp_steps = 0
@@ -67,8 +69,17 @@ class SharedWeights:
     def accumulate(self, grads: np.ndarray) -> None:
         """Data gradients (no proximal term) of labelled lanes, ``[L, P]``."""
         if len(grads):
-            self._grad += grads.sum(0)
+            self.grad_sum += grads.sum(0)
             self._count += len(grads)
+
+    @property
+    def count(self) -> int:
+        """Data gradients in :attr:`grad_sum`."""
+        return self._count
+
+    def counted(self, n: int) -> None:
+        """``n`` more gradients were added to :attr:`grad_sum` in place."""
+        self._count += n
 
     @property
     def ready(self) -> bool:
@@ -106,8 +117,8 @@ class SharedWeights:
         when there was none, or it is not finite)."""
         if self._count == 0:
             return None
-        g = (self._grad / self._count).astype(np.float32)
-        self._grad[:] = 0.0
+        g = (self.grad_sum / self._count).astype(np.float32)
+        self.grad_sum[:] = 0.0
         self._count = 0
         decayed = AdagradState(self.accum * np.float32(self.forgetting))
         new, state, _ = adagrad_step(theta0, decayed, g, self.rate, self.eps)
@@ -135,14 +146,14 @@ class SharedWeights:
         if start is not None:
             self.start = start.copy()
         self.accum = np.full_like(self.start, self.initial_accumulator)
-        self._grad[:] = 0.0
+        self.grad_sum[:] = 0.0
         self._count = 0
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {
             "start": torch.from_numpy(self.start.copy()),
             "accum": torch.from_numpy(self.accum.copy()),
-            "grad": torch.from_numpy(self._grad.copy()),
+            "grad": torch.from_numpy(self.grad_sum.copy()),
             "count": torch.tensor(self._count),
             "ramp_from": torch.from_numpy(
                 self._ramp_from.copy() if self._ramp_from is not None else np.zeros(0, np.float32)
@@ -154,7 +165,7 @@ class SharedWeights:
         self.start = state["start"].numpy().astype(np.float32)
         self.accum = state["accum"].numpy().astype(np.float32)
         if "grad" in state:  # absent in checkpoints before learner.shared.step_labels
-            self._grad = state["grad"].numpy().astype(np.float64)
+            self.grad_sum = state["grad"].numpy().astype(np.float64)
             self._count = int(state["count"])
         ramp = state.get("ramp_from")  # absent before the alarm's ramp: none under way
         self._ramp_from = (

@@ -118,6 +118,102 @@ def grad(
     return g, p, data_loss
 
 
+def mean_grad(
+    spec: ModelSpec, flat: np.ndarray, x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One weight vector ``flat[P]`` over a batch: the gradient of the mean data loss, the
+    predictions and the per-example loss, ``(grad[P], p, loss[m])``. What :func:`grad` of
+    the broadcast weights gives, averaged, without a ``[m, P]`` table (one matmul a layer)."""
+    m = x.shape[0]
+    acts = [x]
+    h = x
+    last = len(spec.layers) - 1
+    for i, (start, n_in, n_out) in enumerate(spec.layers):
+        mid = start + n_out * n_in
+        h = h @ flat[start:mid].reshape(n_out, n_in).T + flat[mid : mid + n_out]
+        if i < last:
+            h = _act(spec, h)
+        acts.append(h)
+    z = acts[-1]
+    p = predict_from_logits(spec, z)
+    data_loss = _data_loss(spec, z, y)
+    if spec.task == "binary":
+        delta = p - y[:, None]
+    elif spec.task == "multiclass":
+        delta = p.copy()
+        delta[np.arange(m), y.astype(np.int64)] -= 1.0
+    else:
+        delta = z - y[:, None]
+    delta = delta / np.float32(m)
+    g = np.empty_like(flat)
+    for i in range(last, -1, -1):
+        start, n_in, n_out = spec.layers[i]
+        mid = start + n_out * n_in
+        h_in = acts[i]
+        g[start:mid] = (delta.T @ h_in).reshape(-1)
+        g[mid : mid + n_out] = delta.sum(0)
+        if i > 0:
+            dh = delta @ flat[start:mid].reshape(n_out, n_in)
+            delta = dh * (1.0 - h_in * h_in) if spec.activation == "tanh" else dh * (h_in > 0)
+    return g, p, data_loss
+
+
+def mean_hvp(
+    spec: ModelSpec, flat: np.ndarray, x: np.ndarray, y: np.ndarray, v: np.ndarray
+) -> np.ndarray:
+    """The Hessian of the mean data loss at ``flat[P]`` times ``v[P]``, exactly: Pearlmutter's
+    R-operator, the directional derivative of :func:`mean_grad` along ``v`` propagated through
+    the forward and the backward pass (curvature caps run Lanczos on it, a few ms a product
+    fewer than ``torch.func``'s forward-over-reverse)."""
+    m = x.shape[0]
+    tanh = spec.activation == "tanh"
+    acts, tans = [x], [np.zeros_like(x)]
+    h, dh = x, tans[0]
+    last = len(spec.layers) - 1
+    for i, (start, n_in, n_out) in enumerate(spec.layers):
+        mid = start + n_out * n_in
+        w = flat[start:mid].reshape(n_out, n_in)
+        vw = v[start:mid].reshape(n_out, n_in)
+        z = h @ w.T + flat[mid : mid + n_out]
+        dz = h @ vw.T + dh @ w.T + v[mid : mid + n_out]
+        if i < last:
+            h = _act(spec, z)
+            dh = dz * (1.0 - h * h) if tanh else dz * (z > 0)
+        else:
+            h, dh = z, dz
+        acts.append(h)
+        tans.append(dh)
+    z, dz = acts[-1], tans[-1]
+    p = predict_from_logits(spec, z)
+    if spec.task == "binary":
+        delta, ddelta = p - y[:, None], p * (1.0 - p) * dz
+    elif spec.task == "multiclass":
+        delta = p.copy()
+        delta[np.arange(m), y.astype(np.int64)] -= 1.0
+        ddelta = p * dz - p * (p * dz).sum(1, keepdims=True)
+    else:
+        delta, ddelta = z - y[:, None], dz
+    delta, ddelta = delta / m, ddelta / m
+    out = np.empty_like(v)
+    for i in range(last, -1, -1):
+        start, n_in, n_out = spec.layers[i]
+        mid = start + n_out * n_in
+        h_in, dh_in = acts[i], tans[i]
+        out[start:mid] = (ddelta.T @ h_in + delta.T @ dh_in).reshape(-1)
+        out[mid : mid + n_out] = ddelta.sum(0)
+        if i > 0:
+            w = flat[start:mid].reshape(n_out, n_in)
+            vw = v[start:mid].reshape(n_out, n_in)
+            back, dback = delta @ w, ddelta @ w + delta @ vw
+            if tanh:
+                slope = 1.0 - h_in * h_in  # and tanh'' dz = -2 h dh
+                delta, ddelta = back * slope, dback * slope - 2.0 * back * h_in * dh_in
+            else:
+                on = h_in > 0
+                delta, ddelta = back * on, dback * on
+    return out
+
+
 def directional(
     spec: ModelSpec, flat: np.ndarray, tangent: np.ndarray, x: np.ndarray
 ) -> np.ndarray:

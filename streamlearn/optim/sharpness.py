@@ -25,9 +25,9 @@ import torch
 from torch.func import hessian, vmap
 
 from streamlearn.config import LearnerConfig
+from streamlearn.model import lanes
 from streamlearn.model.spec import ModelSpec
 from streamlearn.optim.curvature import Spectrum, lanczos, step_cap
-from streamlearn.optim.linalg import hvp
 from streamlearn.optim.pi import PIController
 from streamlearn.state.recent import RecentLabels
 
@@ -63,8 +63,8 @@ class CurvatureWatch:
         )
         self._fast: float | None = None
         self._slow: float | None = None
-        if cfg.curvature.enabled:
-            self._warm_up()
+        if cfg.curvature.enabled and spec.n_params <= cfg.curvature.iterations:
+            self._warm_up()  # the dense path's torch.func
 
     @property
     def labels_since_refresh(self) -> int:
@@ -142,8 +142,17 @@ class CurvatureWatch:
             dense = hessian(loss)(w)
             eig = torch.linalg.eigvalsh(root_d[:, None] * dense * root_d[None, :])
             return Spectrum(float(eig[0]), float(eig[-1]), spec.n_params)
-        h = hvp(loss, w)
-        return lanczos(lambda v: root_d * h(root_d * v), spec.n_params, k=k)
+        # Hessian-vector products in numpy (lanes.mean_hvp, exact, held to torch.func's in
+        # the tests): a product over the window costs a fraction of torch.func's dispatch.
+        w_np, x_np, y_np = w.numpy(), x.numpy(), y.numpy()
+
+        def product(v: torch.Tensor) -> torch.Tensor:
+            u = root_d * v
+            hu = torch.from_numpy(lanes.mean_hvp(spec, w_np, x_np, y_np, u.numpy()))
+            out: torch.Tensor = root_d * (hu + lam * u)
+            return out
+
+        return lanczos(product, spec.n_params, k=k)
 
     def _warm_up(self) -> None:
         """torch.func traces on first use (1.7 s here): pay it when the service starts, not

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from torch.func import grad, vmap
+from torch.func import grad, jvp, vmap
 
 from streamlearn.model import lanes
 from streamlearn.model.spec import ModelSpec
@@ -89,3 +89,32 @@ def test_bad_spec_is_rejected():
         ModelSpec(0)
     with pytest.raises(ValueError, match="activation"):
         ModelSpec(2, activation="gelu")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=repr)
+def test_mean_grad_equals_torch_func_grad_of_the_mean_loss(spec):
+    flat, x, y = _data(spec, lanes=7, seed=3)
+    w = flat[0]
+    g, p, loss = lanes.mean_grad(spec, w.numpy(), x.numpy(), y.numpy())
+    ref = grad(lambda v: vmap(spec.loss_one, in_dims=(None, 0, 0))(v, x, y).mean())(w)
+    np.testing.assert_allclose(g, ref.numpy(), rtol=1e-9, atol=1e-12)
+    g_lanes, p_lanes, loss_lanes = lanes.grad(
+        spec, np.tile(w.numpy(), (7, 1)), x.numpy(), y.numpy()
+    )
+    np.testing.assert_allclose(g, g_lanes.mean(0), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(p, p_lanes, rtol=1e-12)
+    np.testing.assert_allclose(loss, loss_lanes, rtol=1e-12)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=repr)
+def test_mean_hvp_equals_torch_func_forward_over_reverse(spec):
+    flat, x, y = _data(spec, lanes=9, seed=4)
+    w = flat[0]
+    v = torch.randn(spec.n_params, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+
+    def mean_loss(u):
+        return vmap(spec.loss_one, in_dims=(None, 0, 0))(u, x, y).mean()
+
+    ref = jvp(grad(mean_loss), (w,), (v,))[1]
+    out = lanes.mean_hvp(spec, w.numpy(), x.numpy(), y.numpy(), v.numpy())
+    np.testing.assert_allclose(out, ref.numpy(), rtol=1e-9, atol=1e-12)
