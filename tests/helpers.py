@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from streamlearn.config import LearnerConfig, SharedConfig, merge_overrides
+from streamlearn.config import LearnerConfig, MixtureConfig, SharedConfig, merge_overrides
 from streamlearn.service.daemon import Daemon
 from streamlearn.wire.messages import EventBatch
 
@@ -65,6 +65,7 @@ def event_batch(keys: list[str], x: object, y: object) -> EventBatch:
 LINEAR_LEARNER: dict[str, Any] = {
     "learning_rate": 1.0,
     "shared": {"learning_rate": 1.0, "forgetting": 0.99},
+    "mixture": {"enabled": False},
 }
 LINEAR: dict[str, Any] = {"model": {"hidden": [], "init": "zeros"}, "learner": LINEAR_LEARNER}
 
@@ -75,9 +76,11 @@ def with_linear(overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def per_key_rules(**kw: Any) -> LearnerConfig:
-    """A learner config with the shared model off: the per-key rules alone, for the tests
-    that hold them to their oracles one event at a time."""
-    return LearnerConfig(shared=SharedConfig(enabled=False), **kw)
+    """A learner config with the shared model and the mixture off: the per-key rules alone,
+    for the tests that hold them to their oracles one event at a time."""
+    return LearnerConfig(
+        shared=SharedConfig(enabled=False), mixture=MixtureConfig(enabled=False), **kw
+    )
 
 
 def start_in_thread(daemon: Daemon) -> tuple[threading.Thread, list[BaseException]]:

@@ -91,6 +91,28 @@ class SharedConfig(_Strict):
     recall: RecallConfig = RecallConfig()
 
 
+class LinearExpertConfig(_Strict):
+    """One logistic (softmax) regression for the whole stream at a steady rate, an expert of
+    the mixture (streamlearn.learning.linear)."""
+
+    enabled: bool = True
+    learning_rate: PositiveFloat = 0.5
+    # Its AdaGrad accumulator decays by this per label: the rate stays up (1: plain AdaGrad).
+    forgetting: Annotated[float, Field(gt=0, le=1)] = 0.999
+
+
+class MixtureConfig(_Strict):
+    """The prediction served is a fixed-share mixture of experts (streamlearn.learning.
+    mixture): the key's weights, the shared weights alone (with learner.shared on) and the
+    linear expert; off: the key's weights alone."""
+
+    enabled: bool = True
+    # Herbster and Warmuth's share: the weight passed on per label, what lets the mixture
+    # follow a switch of the best expert (about 1 / the labels between switches).
+    share: Annotated[float, Field(ge=0, lt=1)] = 0.001
+    linear: LinearExpertConfig = LinearExpertConfig()
+
+
 class LearnerConfig(_Strict):
     learning_rate: PositiveFloat = 0.1  # as config/default.yaml (benchmarked there)
     adagrad_eps: PositiveFloat = 1e-10
@@ -106,6 +128,7 @@ class LearnerConfig(_Strict):
     curvature: CurvatureConfig = CurvatureConfig()
     controller: ControllerConfig = ControllerConfig()
     shared: SharedConfig = SharedConfig()
+    mixture: MixtureConfig = MixtureConfig()
     # A key's own steps on the hidden layers (the representation) at this fraction of its
     # rate on the output layer: 1 personalises the whole network, 0 only its head (the
     # hidden layers are then the shared model's alone).

@@ -81,6 +81,7 @@ def run(
     shared_grad: np.ndarray,
     shared_count: int,
     step_labels: int,
+    p_shared: np.ndarray | None = None,
 ) -> tuple[int, int, float, int, int]:
     """Learn the pieces from ``first`` on until the shared model is due a step.
 
@@ -89,6 +90,8 @@ def run(
     added to in place; ``step_labels`` 0 means no shared model. ``params`` and ``accum`` are
     updated in place. Returns ``(next piece, shared count, sum of squared steps, rolled
     back, steps taken)``: the next piece is ``len(ends)`` when the poll is done.
+    ``p_shared`` (``[n, o]``), when given, receives each event's prediction by the shared
+    weights (``anchors[0]``) at the same moment, for :mod:`streamlearn.learning.mixture`.
     """
     stats = np.zeros(3, dtype=np.float64)
     counts = np.array([shared_count], dtype=np.int64)
@@ -119,6 +122,8 @@ def run(
         step_labels,
         rounds.p,
         rounds.loss,
+        p_shared is not None,
+        rounds.p if p_shared is None else p_shared,
         stats,
     )
     return int(nxt), int(counts[0]), float(stats[0]), int(stats[1]), int(stats[2])
@@ -151,11 +156,58 @@ def _tanh_rational(x: np.float32) -> np.float32:
 tanh_f32 = numba.njit(inline="always", error_model="numpy")(_tanh_rational)
 
 
+def _forward(
+    layers: np.ndarray, tanh: bool, w: np.ndarray, x: np.ndarray, acts: np.ndarray
+) -> None:
+    """One example through the model: ``acts[i]`` is layer i's input, ``acts[-1]`` the
+    outputs (logits or values)."""
+    n_layers = layers.shape[0]
+    for j in range(x.shape[0]):
+        acts[0, j] = x[j]
+    for li in range(n_layers):
+        start, n_in, n_o = layers[li, 0], layers[li, 1], layers[li, 2]
+        mid = start + n_o * n_in
+        h_in = acts[li]
+        for o in range(n_o):
+            s = w[mid + o]
+            row = start + o * n_in
+            for k in range(n_in):
+                s += w[row + k] * h_in[k]
+            if li < n_layers - 1:
+                s = tanh_f32(s) if tanh else max(s, np.float32(0.0))
+            acts[li + 1, o] = s
+
+
+def _probabilities(task: int, z: np.ndarray, n_out: int, out: np.ndarray) -> None:
+    """P(class 1), the class probabilities, or the value, from the outputs ``z``."""
+    if task == 0:
+        out[0] = np.float32(0.5) * (np.float32(1.0) + tanh_f32(np.float32(0.5) * z[0]))
+    elif task == 1:
+        m = z[0]
+        for o in range(1, n_out):
+            m = max(m, z[o])
+        tot = np.float32(0.0)
+        for o in range(n_out):
+            out[o] = np.float32(math.exp(z[o] - m))
+            tot += out[o]
+        for o in range(n_out):
+            out[o] = out[o] / tot
+    else:
+        out[0] = z[0]
+
+
+_FLAGS: dict[str, Any] = {
+    "error_model": "numpy",
+    "fastmath": {"reassoc", "contract", "arcp", "nsz"},
+}
+forward = numba.njit(inline="always", **_FLAGS)(_forward)
+probabilities = numba.njit(inline="always", **_FLAGS)(_probabilities)
+
+
 @functools.cache
 def _compiled() -> Callable[..., Any]:
-    return numba.njit(
-        cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract", "arcp", "nsz"}
-    )(_rounds)
+    compiled: Callable[..., Any] = numba.njit(cache=True, nogil=True, **_FLAGS)(_rounds)
+    return compiled
 
 
 def _rounds(
@@ -183,11 +235,12 @@ def _rounds(
     step_labels: int,
     p_out: np.ndarray,
     loss_out: np.ndarray,
+    mix: bool,
+    p_shared: np.ndarray,
     stats: np.ndarray,
 ) -> int:
     n_layers = layers.shape[0]
     n_params = params.shape[1]
-    d = xs.shape[1]
     n_out = layers[n_layers - 1, 2]
     # Every layer's input, then the outputs: acts[i, :width_i].
     acts = np.zeros((n_layers + 1, width), dtype=np.float32)
@@ -206,21 +259,10 @@ def _rounds(
         for i in range(lo, hi):
             slot = slots[i]
             w = params[slot]
-            # -- forward
-            for j in range(d):
-                acts[0, j] = xs[i, j]
-            for li in range(n_layers):
-                start, n_in, n_o = layers[li, 0], layers[li, 1], layers[li, 2]
-                mid = start + n_o * n_in
-                h_in = acts[li]
-                for o in range(n_o):
-                    s = w[mid + o]
-                    row = start + o * n_in
-                    for k in range(n_in):
-                        s += w[row + k] * h_in[k]
-                    if li < n_layers - 1:
-                        s = tanh_f32(s) if tanh else max(s, np.float32(0.0))
-                    acts[li + 1, o] = s
+            if mix:  # the shared weights' prediction, the mixture's other expert
+                forward(layers, tanh, anchors[0], xs[i], acts)
+                probabilities(task, acts[n_layers], n_out, p_shared[i])
+            forward(layers, tanh, w, xs[i], acts)
             z = acts[n_layers]
             y = ys[i]
             # -- prediction, loss and the output's error

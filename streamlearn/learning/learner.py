@@ -28,6 +28,8 @@ from streamlearn.learning import kernel, learner_state
 from streamlearn.learning.key_rows import KeyRows
 from streamlearn.learning.learner_state import KeyTables
 from streamlearn.learning.learner_state import as_row as _as_row
+from streamlearn.learning.linear import LinearExpert
+from streamlearn.learning.mixture import ExpertMixture
 from streamlearn.learning.recall import ConceptMemory
 from streamlearn.learning.shared import SharedWeights
 from streamlearn.learning.step_result import StepResult, event_outputs
@@ -119,6 +121,25 @@ class OnlineLearner(KeyRows):
             if cfg.shared.enabled and cfg.shared.recall.enabled and spec.coin_loss is not None
             else None
         )
+        # The prediction served: the key's weights, the shared weights alone and a linear
+        # model, mixed online (streamlearn.learning.mixture).
+        mix = cfg.mixture
+        mixed = mix.enabled and spec.task != "regression"
+        self._mix_shared = mixed and cfg.shared.enabled
+        self.linear = (
+            LinearExpert(
+                spec.n_features,
+                spec.n_outputs,
+                learning_rate=mix.linear.learning_rate,
+                forgetting=mix.linear.forgetting,
+                initial_accumulator=cfg.initial_accumulator,
+                eps=cfg.adagrad_eps,
+            )
+            if mixed and mix.linear.enabled
+            else None
+        )
+        n_experts = 1 + self._mix_shared + (self.linear is not None)
+        self.mixture = ExpertMixture(mix.share, n_experts) if n_experts > 1 else None
         # Each key's last AdaGrad direction, for the rate hypergradient (zeros: none yet).
         self._direction = np.zeros_like(self._params) if self.sizer.hyper else None
         # Bounded keys (learner.max_keys): the daemon attaches one; None keeps every key.
@@ -131,6 +152,11 @@ class OnlineLearner(KeyRows):
     @property
     def theta0(self) -> torch.Tensor:
         return torch.from_numpy(self._theta0.copy())
+
+    @property
+    def experts(self) -> list[str]:
+        """The mixture's experts, in the order of its weights (``key`` alone: no mixture)."""
+        return ["key"] + ["shared"] * self._mix_shared + ["linear"] * (self.linear is not None)
 
     @property
     def compiled(self) -> bool:
@@ -197,7 +223,16 @@ class OnlineLearner(KeyRows):
             x = self.scaler.transform(x)
         rows = [self.keys.get(k) for k in keys]
         w = np.stack([self._theta0 if r is None else self._params[r] for r in rows])
-        out = lanes.predict(self.spec, w, np.asarray(x, dtype=np.float32)).astype(np.float64)
+        x32 = np.asarray(x, dtype=np.float32)
+        out = lanes.predict(self.spec, w, x32).astype(np.float64)
+        if self.mixture is not None:
+            experts = [out]
+            if self._mix_shared:
+                shared = np.broadcast_to(self._theta0, w.shape)
+                experts.append(lanes.predict(self.spec, shared, x32))
+            if self.linear is not None:
+                experts.append(self.linear.predict(x32))
+            out = self.mixture.predict(experts)
         return out if self.spec.task == "multiclass" else out[:, 0]
 
     # -- updates ---------------------------------------------------------------------------
@@ -328,15 +363,25 @@ class OnlineLearner(KeyRows):
             pieces = shared.pieces(sizes, n_labelled)
         else:
             pieces = np.cumsum(sizes).tolist()
+        mixture = self.mixture
+        p_shared = np.empty_like(p_out) if self._mix_shared else None
         if self._kernel is not None:
             step_sq, rollbacks = self._rounds_compiled(
                 kernel.Rounds(xs, ys, labelled, ss, np.asarray(pieces, np.int64), p_out, loss_out),
                 lr,
+                p_shared,
             )
         else:
             step_sq, rollbacks = self._rounds_numpy(
-                xs, ys, labelled, ss, pieces, lr, n_labelled, p_out, loss_out
+                xs, ys, labelled, ss, pieces, lr, n_labelled, p_out, loss_out, p_shared
             )
+        if mixture is not None:
+            experts = [p_out]
+            if p_shared is not None:
+                experts.append(p_shared)
+            if self.linear is not None:
+                experts.append(self.linear.process(xs, ys, labelled))
+            p_out, loss_out = mixture.mix(experts, ys, labelled)
         if shared is not None and shared.ready:
             self._shared_step(self._theta0)
         recalled = False
@@ -371,7 +416,9 @@ class OnlineLearner(KeyRows):
             recalled,
         )
 
-    def _rounds_compiled(self, rounds: kernel.Rounds, lr: float | np.ndarray) -> tuple[float, int]:
+    def _rounds_compiled(
+        self, rounds: kernel.Rounds, lr: float | np.ndarray, p_shared: np.ndarray | None
+    ) -> tuple[float, int]:
         """The poll's rounds through the compiled loop (:mod:`streamlearn.learning.kernel`);
         returns the sum of squared steps and the rolled-back steps."""
         assert self._kernel is not None
@@ -401,6 +448,7 @@ class OnlineLearner(KeyRows):
                 grad_sum,
                 count,
                 step_labels,
+                p_shared,
             )
             if shared is not None:
                 shared.counted(new_count - count)
@@ -419,6 +467,7 @@ class OnlineLearner(KeyRows):
         n_labelled: np.ndarray,
         p_out: np.ndarray,
         loss_out: np.ndarray,
+        p_shared: np.ndarray | None,
     ) -> tuple[float, int]:
         """The poll's rounds as numpy arrays, a round at a time: the reference of the compiled
         loop, and the path of the per-round options (rate hypergradient, curriculum, the
@@ -438,6 +487,9 @@ class OnlineLearner(KeyRows):
                 if shared is not None and shared.ready:
                     theta0 = self._shared_step(theta0)
                 starts = self.starts if len(self._pool) else None
+                if p_shared is not None:
+                    shared_w = np.broadcast_to(theta0, (hi - lo, theta0.shape[0]))
+                    p_shared[lo:hi] = lanes.predict(spec, shared_w, xs[lo:hi])
                 sl = ss[lo:hi]
                 w = params[sl]
                 if n_labelled[hi] == n_labelled[lo]:
@@ -510,6 +562,8 @@ class OnlineLearner(KeyRows):
             "shared": {} if self.shared is None else self.shared.state_dict(),
             "recall": {} if self.memory is None else self.memory.state_dict(),
             "curvature": {} if self.sizer.watch is None else self.sizer.watch.state_dict(),
+            "mixture": {} if self.mixture is None else self.mixture.state_dict(),
+            "linear": {} if self.linear is None else self.linear.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -541,6 +595,10 @@ class OnlineLearner(KeyRows):
             self.shared.load_state_dict(state["shared"])
         if self.memory is not None and state.get("recall"):  # absent before recall
             self.memory.load_state_dict(state["recall"])
+        if self.mixture is not None and state.get("mixture"):  # absent before the mixture
+            self.mixture.load_state_dict(state["mixture"])
+        if self.linear is not None and state.get("linear"):
+            self.linear.load_state_dict(state["linear"])
         scaler = state.get("scaler")
         if self.scaler is not None and scaler is not None:
             self.scaler.load_state_dict(scaler)

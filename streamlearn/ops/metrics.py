@@ -146,6 +146,13 @@ class Metrics:
             "streamlearn_curriculum_weight",
             "Mean curriculum step multiplier of the last poll (1 when off).",
         )
+        self.expert_weight = Gauge(
+            "streamlearn_expert_weight",
+            "Weight of each expert in the prediction served (key: the key's weights; shared: "
+            "the shared weights alone; linear: the linear expert).",
+            ["expert"],
+            registry=r,
+        )
         self.curvature = Gauge(
             "streamlearn_curvature_lambda",
             "Extreme eigenvalue estimates of the preconditioned Hessian of the recent loss.",

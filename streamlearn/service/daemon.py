@@ -476,6 +476,9 @@ class Daemon:
         mt.step_size.set(res.eta)
         mt.hypergradient.set(res.hypergradient)
         mt.curriculum_weight.set(res.curriculum)
+        if (mixture := self.learner.mixture) is not None:
+            for name, weight in zip(self.learner.experts, mixture.weights, strict=True):
+                mt.expert_weight.labels(name).set(weight)
         if self.learner.sizer.watch is not None:
             mt.observe_curvature(self.learner.sizer.watch)
 

@@ -2,11 +2,11 @@ import numpy as np
 import torch
 from river import datasets, evaluate, linear_model, metrics, preprocessing
 
+from streamlearn.config import LearnerConfig, SharedConfig
 from streamlearn.learning.learner import OnlineLearner
 from streamlearn.model.spec import ModelSpec
 from streamlearn.river_compat import SOLO_PROXIMAL_LAMBDA, StreamlearnClassifier
 from streamlearn.wire.messages import EventBatch
-from tests.helpers import per_key_rules
 
 
 def test_progressive_val_score_runs_unchanged_and_is_competitive():
@@ -25,7 +25,8 @@ def test_adapter_is_the_daemon_learner():
     data = list(datasets.Phishing().take(50))
     model = StreamlearnClassifier()
     spec = ModelSpec(len(data[0][0]))
-    rules = per_key_rules(proximal_lambda=SOLO_PROXIMAL_LAMBDA)  # one key: no sharing
+    rules = LearnerConfig(shared=SharedConfig(enabled=False), proximal_lambda=SOLO_PROXIMAL_LAMBDA)
+    assert model.learner_cfg == rules  # one key: no shared model (the mixture stays)
     ref = OnlineLearner(spec, rules, spec.init(kind="zeros"))
     for i, (x, y) in enumerate(data):
         row = np.array([list(x.values())], dtype=np.float32)

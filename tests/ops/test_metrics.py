@@ -36,6 +36,7 @@ EXPECTED_TYPES = {
     "streamlearn_drift_recovery_labels": "histogram",
     "streamlearn_drift_unrecovered": "counter",
     "streamlearn_step_size": "gauge",
+    "streamlearn_expert_weight": "gauge",
     "streamlearn_update_norm": "gauge",
     "streamlearn_rollbacks": "counter",
     "streamlearn_active_keys": "gauge",
@@ -50,6 +51,7 @@ EXPECTED_TYPES = {
 }
 # "start": 0..K for a meta-init pool of K <= MAX_POOL members
 ALLOWED_LABELS = {
+    "expert",  # three at most: key, shared, linear
     "reason",
     "scope",
     "cause",
