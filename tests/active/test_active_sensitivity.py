@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from streamlearn.active.sensitivity import (
+from streamlearn.meta.implicit import solve_inner
+from streamlearn.meta.maml import mean_loss
+from streamlearn.model.spec import ModelSpec
+from tests.active.lambda_oracle import (
     prediction_sensitivity,
     validation_hypergradient,
     weights_derivative,
 )
-from streamlearn.meta.implicit import solve_inner
-from streamlearn.meta.maml import mean_loss
-from streamlearn.model.spec import ModelSpec
 
 CASES = [
     ModelSpec(3, "regression"),

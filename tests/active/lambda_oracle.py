@@ -1,5 +1,7 @@
-"""How the proximal strength ``lambda`` moves the fitted weights, the validation loss and each
-prediction: implicit differentiation, no unrolling.
+"""The lambda watch's rules (:mod:`streamlearn.active.lambda_watch`) one key at a time in
+torch, checked against finite differences: how the proximal strength ``lambda`` moves the
+fitted weights, the validation loss and each prediction (implicit differentiation, no
+unrolling).
 
 At ``w* = argmin_w L_train(w) + (lambda/2)||w - theta0||^2`` stationarity gives
 ``grad L_train(w*) + lambda (w* - theta0) = 0``; differentiating in ``lambda``:
