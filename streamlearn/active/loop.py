@@ -99,19 +99,19 @@ class ActiveLearning:
 
     # -- labels -----------------------------------------------------------------------------
 
-    def observe_labels(self, keys: list[str], x_std: np.ndarray, y: np.ndarray) -> None:
-        """Every label learned (carried by events or answered); refreshes on cadence."""
+    def observe_labels(self, keys: list[str], x_std: np.ndarray, y: np.ndarray) -> float | None:
+        """Every label learned (carried by events or answered); refreshes on cadence.
+        Returns the proximal strength the learner should take (lambda tuning), else None."""
         w = self.watch
         if w is None or not len(y):
-            return
+            return None
         w.observe(self.learner.slots_of(keys), x_std, y)
-        if w.due():
-            params, anchors = self.learner.tables()
-            out = w.refresh(params, anchors)
-            if self.cfg.lambda_tuning.enabled:
-                self.learner.set_proximal_lambda(out.lam)
-            self.metrics.proximal_lambda.set(self.learner.proximal_lambda)
-            self.metrics.lambda_hypergradient.set(out.hypergradient)
+        if not w.due():
+            return None
+        params, anchors = self.learner.tables()
+        out = w.refresh(params, anchors)
+        self.metrics.lambda_hypergradient.set(out.hypergradient)
+        return out.lam if self.cfg.lambda_tuning.enabled else None
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -200,13 +200,14 @@ class ActiveLearning:
         self.metrics.query_share_target.set(share)
         self.policy.set_budget(share, explore=min(random_share / share, 1.0) if share else None)
 
-    def observe_answers(self, loss: np.ndarray, explored: np.ndarray, keys: Sequence[str]) -> None:
+    def observe_answers(self, loss: np.ndarray, explored: np.ndarray, keys: Sequence[str]) -> bool:
         """The loss of the answered labels' event-time predictions (and their keys) paces
         the budget: of the explored (random) answers only when there are such, since the
         scored ones are hard cases by design (an uncertain event's log loss is near log 2
-        whatever the model's state)."""
+        whatever the model's state). Returns whether the shared model should restart (with
+        its ramp) after a surge of missed labels."""
         if self.pacer is None:
-            return
+            return False
         c = self.cfg
         self.pacer.observe(loss[explored] if c.explore > 0 and c.policy != "random" else loss)
         if self.pacer.alarm(loss, keys):
@@ -217,13 +218,12 @@ class ActiveLearning:
             # key carried more than restart_key_share of the evidence, the misses are that
             # key's (its own offset and drift detector re-learn it), and larger shared
             # steps only add noise (docs/active-learning.md has the measurements).
-            if (
+            return (
                 self.learner.shared is not None
                 and c.pacing.restart_shared
                 and self.pacer.alarm_key_share <= c.pacing.restart_key_share
-            ):
-                self.learner.shared.restart(ramp=True)
-                self.metrics.shared_restarts.inc()
+            )
+        return False
 
     def _expire(self, now: float) -> None:
         gone = self.pending.expire(now)

@@ -26,7 +26,7 @@ class KeyRows:
     residency: Residency | None
     shared: SharedWeights | None
     sizer: StepSizer
-    on_rows_freed: list[Callable[[np.ndarray], None]]
+    freed_rows: list[np.ndarray] | None
     _theta0: np.ndarray
     _params: np.ndarray
     _accum: np.ndarray
@@ -93,8 +93,8 @@ class KeyRows:
             self._direction[freed] = 0.0
         if self.sizer.watch is not None:
             self.sizer.watch.recent.forget(freed)
-        for listener in self.on_rows_freed:
-            listener(freed)
+        if self.freed_rows is not None:
+            self.freed_rows.append(freed)
 
     def _bring_back(self, res: Residency, keys: list[str], slots: np.ndarray) -> None:
         view = self._row_view()
@@ -102,3 +102,18 @@ class KeyRows:
 
     def _row_view(self) -> RowView:
         return RowView(self._params, self._accum, self._start_of)
+
+    def track_freed_rows(self) -> None:
+        """Keep the rows freed by evictions and hand-offs for :meth:`take_freed_rows` (for
+        row-indexed state held elsewhere: the lambda watch's)."""
+        if self.freed_rows is None:
+            self.freed_rows = []
+
+    def take_freed_rows(self) -> np.ndarray:
+        """The rows freed since the last call (before new keys could take them, what was
+        kept under them must be forgotten)."""
+        if not self.freed_rows:
+            return np.zeros(0, dtype=np.int64)
+        out = np.concatenate(self.freed_rows)
+        self.freed_rows = []
+        return out

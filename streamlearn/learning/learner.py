@@ -17,7 +17,7 @@ the public accessors hand out torch tensors, the currency of the model and meta-
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -144,8 +144,8 @@ class OnlineLearner(KeyRows):
         self._direction = np.zeros_like(self._params) if self.sizer.hyper else None
         # Bounded keys (learner.max_keys): the daemon attaches one; None keeps every key.
         self.residency: Residency | None = None
-        # Told the rows of evicted keys, before new keys take them (row-indexed state).
-        self.on_rows_freed: list[Callable[[np.ndarray], None]] = []
+        # The rows of evicted keys, kept once track_freed_rows() asks (row-indexed state).
+        self.freed_rows: list[np.ndarray] | None = None
 
     # -- state, read through properties ----------------------------------------------------
 

@@ -103,10 +103,8 @@ class Daemon:
             if cfg.active.enabled
             else None
         )
-        if self.active is not None:
-            self.outcomes.listeners.append(self.active.observe_labels)
-            if self.active.watch is not None:
-                self.learner.on_rows_freed.append(self.active.watch.forget_rows)
+        if self.active is not None and self.active.watch is not None:
+            self.learner.track_freed_rows()
         holders: list[KeyStateHolder] = [self.outcomes.drift, *([self.tasks] if self.tasks else [])]
         self.residency = attach_residency(cfg, self.learner, holders)
         pending = self.active.pending if self.active is not None else None
@@ -416,8 +414,13 @@ class Daemon:
             a = self.cfg.active
             detect = joined.explored if a.explore > 0 and a.policy != "random" else None
             loss = prediction_loss(self.spec, p, b.y)
-            self.active.observe_answers(loss, joined.explored, b.keys)
-            self.outcomes.record(b.keys, res.x_std, b.y.astype(np.float64), p, loss, detect)
+            if self.active.observe_answers(loss, joined.explored, b.keys):
+                assert self.learner.shared is not None
+                self.learner.shared.restart(ramp=True)
+                self.metrics.shared_restarts.inc()
+            y = b.y.astype(np.float64)
+            self._active_labels(b.keys, res.x_std, y)
+            self.outcomes.record(b.keys, res.x_std, y, p, loss, detect)
             self._step_metrics(res)
         return dead
 
@@ -454,6 +457,7 @@ class Daemon:
             self.handoff.note(batch.keys, partitions, [*keys_l, *queried])
         if keys_l:
             y = batch.y[labelled].astype(np.float64)
+            self._active_labels(keys_l, res.x_std[labelled], y)
             self.outcomes.record(
                 keys_l, res.x_std[labelled], y, res.p[labelled], res.loss[labelled]
             )
@@ -463,6 +467,18 @@ class Daemon:
             evicted, restored = self.residency.take_counts()
             mt.keys_evicted.inc(evicted)
             mt.keys_restored.inc(restored)
+
+    def _active_labels(self, keys: list[str], x_std: np.ndarray, y: np.ndarray) -> None:
+        """The poll's labels to active learning (before drift detection may reset their
+        keys); the proximal strength it tunes goes to the learner."""
+        active = self.active
+        if active is None:
+            return
+        if active.watch is not None and len(freed := self.learner.take_freed_rows()):
+            active.watch.forget_rows(freed)
+        if (lam := active.observe_labels(keys, x_std, y)) is not None:
+            self.learner.set_proximal_lambda(lam)
+            self.metrics.proximal_lambda.set(lam)
 
     def _step_metrics(self, res: StepResult) -> None:
         mt = self.metrics

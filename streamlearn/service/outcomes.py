@@ -9,8 +9,6 @@ the same way, each against the prediction published for that event.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 
@@ -93,7 +91,6 @@ class Outcomes:
         self.cum_base = 0.0
         self.labels = 0
         # Told of every label after it is accounted (the active learner's lambda watch).
-        self.listeners: list[Callable[[list[str], np.ndarray, np.ndarray], None]] = []
 
     @property
     def regret(self) -> float:
@@ -148,8 +145,6 @@ class Outcomes:
         self.resetter.observe(keys, x_std, y)
         for length in self.recovery.observe(quality):
             mt.recovery.observe(length)
-        for listener in self.listeners:
-            listener(keys, x_std, y)
         if detect is None:
             self._drift(keys, error.tolist())
         elif detect.any():
