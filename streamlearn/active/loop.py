@@ -24,7 +24,7 @@ from streamlearn.active.pending import Pending, PendingQueries
 from streamlearn.active.policy import QueryPolicy
 from streamlearn.config import ActiveConfig
 from streamlearn.learning.learner import OnlineLearner
-from streamlearn.ops.metrics import Metrics
+from streamlearn.ops.metrics import ActiveMetrics
 from streamlearn.wire.messages import Answer, EventBatch, Query
 
 
@@ -48,7 +48,7 @@ class ActiveLearning:
         self,
         cfg: ActiveConfig,
         learner: OnlineLearner,
-        metrics: Metrics,
+        metrics: ActiveMetrics,
         *,
         seed: int = 0,
         clock: Callable[[], float] = time.time,

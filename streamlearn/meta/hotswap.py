@@ -28,21 +28,21 @@ def meta_tick(
     try:
         outcome = trainer.result()
     except Exception as exc:  # a failed run must never take the stream down
-        mt.meta_runs.labels("failed").inc()
+        mt.meta.meta_runs.labels("failed").inc()
         log.error("background meta-training failed: %s", exc)
         outcome = None
     if outcome is not None:
-        mt.meta_seconds.observe(outcome.seconds)
-        mt.meta_loss_before.set(outcome.loss_before)
-        mt.meta_loss_after.set(outcome.loss_after)
+        mt.meta.meta_seconds.observe(outcome.seconds)
+        mt.meta.meta_loss_before.set(outcome.loss_before)
+        mt.meta.meta_loss_after.set(outcome.loss_after)
         if trainer.promotes(outcome):
             version = learner.model_version + 1
             cand = outcome.candidate
             rates = cand.log_rate.exp() if use_learned_rates else None
             learner.set_theta0(cand.theta0, version, rates)
             current = cand
-            mt.model_version.set(version)
-            mt.meta_runs.labels("promoted").inc()
+            mt.stream.model_version.set(version)
+            mt.meta.meta_runs.labels("promoted").inc()
             log.info(
                 "meta-init version %d promoted: held-out meta-loss %.4f -> %.4f (%.1f s on %s)",
                 version,
@@ -52,23 +52,23 @@ def meta_tick(
                 outcome.device,
             )
         else:
-            mt.meta_runs.labels("rejected").inc()
+            mt.meta.meta_runs.labels("rejected").inc()
             log.info(
                 "meta-training candidate rejected: %.4f -> %.4f",
                 outcome.loss_before,
                 outcome.loss_after,
             )
-    mt.meta_buffer_tasks.set(tasks.n_tasks)
-    mt.meta_buffer_examples.set(tasks.n_examples)
+    mt.meta.meta_buffer_tasks.set(tasks.n_tasks)
+    mt.meta.meta_buffer_examples.set(tasks.n_examples)
     if trainer.due(labels_seen):
         current = MetaParams(learner.theta0, current.log_rate)
         try:
             started = trainer.start(tasks, current, labels_seen)
         except Exception as exc:  # e.g. a broken worker pool: rebuilt at the next start
             trainer.close()
-            mt.meta_runs.labels("failed").inc()
+            mt.meta.meta_runs.labels("failed").inc()
             log.error("cannot start background meta-training: %s", exc)
             return current
         if not started:
-            mt.meta_runs.labels("skipped").inc()
+            mt.meta.meta_runs.labels("skipped").inc()
     return current

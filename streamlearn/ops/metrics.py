@@ -1,4 +1,4 @@
-"""Every Prometheus metric of the service, on an injected registry, and regret accounting.
+"""Every Prometheus metric of the service, declared per component on an injected registry.
 
 Conventions: ``streamlearn_`` prefix, base units (seconds, ratios), ``_total`` on counters,
 no label per entity key (label values come from small fixed sets).
@@ -31,22 +31,14 @@ def _counter_by(
     return counter
 
 
-class Metrics:
-    """The service's metrics.
+def _gauge(registry: CollectorRegistry, name: str, doc: str) -> Gauge:
+    return Gauge(name, doc, registry=registry)
 
-    >>> reg = CollectorRegistry()
-    >>> m = Metrics(reg, task="binary")
-    >>> m.events.inc(3); reg.get_sample_value("streamlearn_events_total")
-    3.0
-    """
 
-    def __init__(self, registry: CollectorRegistry, task: str = "binary") -> None:
-        self.registry = registry
-        r = registry
+class StreamMetrics:
+    """What flowed: events, labels, predictions, dead letters, keys and polls."""
 
-        def gauge(name: str, doc: str) -> Gauge:
-            return Gauge(name, doc, registry=r)
-
+    def __init__(self, r: CollectorRegistry, task: str) -> None:
         self.info = Info("streamlearn_build", "Version and task of this process.", registry=r)
         self.info.info({"version": version("streamlearn"), "task": task})
         self.events = Counter(
@@ -66,6 +58,34 @@ class Metrics:
             "reason",
             (reason.value for reason in Reason),
         )
+        self.active_keys = _gauge(
+            r, "streamlearn_active_keys", "Entity keys with fast weights in memory."
+        )
+        self.keys_evicted = Counter(
+            "streamlearn_keys_evicted",
+            "Keys spilled out of memory (least recently used beyond learner.max_keys).",
+            registry=r,
+        )
+        self.keys_restored = Counter(
+            "streamlearn_keys_restored",
+            "Spilled keys brought back into memory by a new event.",
+            registry=r,
+        )
+        self.model_version = _gauge(
+            r, "streamlearn_model_version", "Version of the meta-init in force."
+        )
+        self.poll_seconds = Histogram(
+            "streamlearn_poll_duration_seconds",
+            "Processing time of one poll (decode to metrics), excluding the wait for records.",
+            buckets=POLL_BUCKETS,
+            registry=r,
+        )
+
+
+class QualityMetrics:
+    """How well it learns: prequential loss, the shadow baseline and regret."""
+
+    def __init__(self, r: CollectorRegistry, task: str) -> None:
         self.loss = Counter(
             "streamlearn_loss",
             "Cumulative prequential loss (log loss in nats, or half squared error).",
@@ -76,14 +96,16 @@ class Metrics:
             "Cumulative prequential loss of the shadow baseline on the same labels.",
             registry=r,
         )
-        self.regret = gauge(
+        self.regret = _gauge(
+            r,
             "streamlearn_regret",
             "Cumulative loss minus the shadow baseline's cumulative loss (negative is better).",
         )
-        self.rolling_loss = gauge(
-            "streamlearn_rolling_loss", "Mean prequential loss over the rolling window."
+        self.rolling_loss = _gauge(
+            r, "streamlearn_rolling_loss", "Mean prequential loss over the rolling window."
         )
-        self.rolling_baseline_loss = gauge(
+        self.rolling_baseline_loss = _gauge(
+            r,
             "streamlearn_rolling_baseline_loss",
             "Mean prequential loss of the shadow baseline over the rolling window.",
         )
@@ -95,6 +117,12 @@ class Metrics:
             else "Prequential mean absolute error over the rolling window.",
             registry=r,
         )
+
+
+class DriftMetrics:
+    """Drift detections, the resets they caused, recovery after them."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
         self.drifts = _counter_by(
             r,
             "streamlearn_drift_detections",
@@ -102,11 +130,13 @@ class Metrics:
             "scope",
             ("global", "key"),
         )
-        self.last_drift = gauge(
+        self.last_drift = _gauge(
+            r,
             "streamlearn_last_drift_timestamp_seconds",
             "Unix time of the last global drift detection (0 before any).",
         )
-        self.since_drift = gauge(
+        self.since_drift = _gauge(
+            r,
             "streamlearn_seconds_since_last_drift",
             "Seconds since the last global drift detection (since start before any).",
         )
@@ -137,12 +167,25 @@ class Metrics:
             "Global drifts after which quality did not return before the next drift or limit.",
             registry=r,
         )
-        self.step_size = gauge("streamlearn_step_size", "Base learning rate eta_t in force.")
-        self.hypergradient = gauge(
+
+    def global_drift_now(self) -> None:
+        self._last_drift_at = time.time()
+        self.last_drift.set(self._last_drift_at)
+        self.drifts.labels("global").inc()
+
+
+class StepMetrics:
+    """The learner's steps: rates, the expert mixture, curvature, rollbacks, recall."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.step_size = _gauge(r, "streamlearn_step_size", "Base learning rate eta_t in force.")
+        self.hypergradient = _gauge(
+            r,
             "streamlearn_hypergradient",
             "Last rate hypergradient signal, mean -cos(g_t, u_{t-1}) (0 when off).",
         )
-        self.curriculum_weight = gauge(
+        self.curriculum_weight = _gauge(
+            r,
             "streamlearn_curriculum_weight",
             "Mean curriculum step multiplier of the last poll (1 when off).",
         )
@@ -159,22 +202,26 @@ class Metrics:
             ["bound"],
             registry=r,
         )
-        self.curvature_age = gauge(
+        self.curvature_age = _gauge(
+            r,
             "streamlearn_curvature_age_labels",
             "Labelled events since the eigenvalue estimates were refreshed.",
         )
-        self.step_cap = gauge(
+        self.step_cap = _gauge(
+            r,
             "streamlearn_step_cap",
             "Cap on the base rate from curvature, 2 / (lambda_min + lambda_max) (0: none).",
         )
-        self.controller_error = gauge(
+        self.controller_error = _gauge(
+            r,
             "streamlearn_controller_error",
             "PI controller error: setpoint minus the measured signal (sharpness or loss trend).",
         )
-        self.controller_integral = gauge(
-            "streamlearn_controller_integral", "PI controller integral term."
+        self.controller_integral = _gauge(
+            r, "streamlearn_controller_integral", "PI controller integral term."
         )
-        self.update_norm = gauge(
+        self.update_norm = _gauge(
+            r,
             "streamlearn_update_norm",
             "Root mean square L2 norm of the per-event parameter updates in the last poll.",
         )
@@ -183,28 +230,32 @@ class Metrics:
             "Per-key updates rolled back because they were non-finite or exploding.",
             registry=r,
         )
-        self.active_keys = gauge(
-            "streamlearn_active_keys", "Entity keys with fast weights in memory."
-        )
-        self.keys_evicted = Counter(
-            "streamlearn_keys_evicted",
-            "Keys spilled out of memory (least recently used beyond learner.max_keys).",
+        self.concept_recalls = Counter(
+            "streamlearn_concept_recalls",
+            "The shared weights moved to a remembered concept that fit the newest labels "
+            "better than the weights in force and a coin (learner.shared.recall).",
             registry=r,
         )
-        self.keys_restored = Counter(
-            "streamlearn_keys_restored",
-            "Spilled keys brought back into memory by a new event.",
-            registry=r,
+        self.concept_members = _gauge(
+            r, "streamlearn_concept_members", "Concepts (settled shared weights) in the memory."
         )
-        self.model_version = gauge(
-            "streamlearn_model_version", "Version of the meta-init in force."
-        )
-        self.poll_seconds = Histogram(
-            "streamlearn_poll_duration_seconds",
-            "Processing time of one poll (decode to metrics), excluding the wait for records.",
-            buckets=POLL_BUCKETS,
-            registry=r,
-        )
+
+    def observe_curvature(self, watch: CurvatureWatch) -> None:
+        """The curvature watch's state, after a poll."""
+        if watch.spectrum is not None:
+            self.curvature.labels("min").set(watch.spectrum.lambda_min)
+            self.curvature.labels("max").set(watch.spectrum.lambda_max)
+        self.curvature_age.set(watch.labels_since_refresh)
+        self.step_cap.set(watch.cap or 0.0)
+        if watch.pi is not None:
+            self.controller_error.set(watch.pi.error)
+            self.controller_integral.set(watch.pi.integral)
+
+
+class ServiceMetrics:
+    """The service itself: up, ready, lag, checkpoints, commits, hand-offs."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
         self.up = Gauge("streamlearn_up", "1 while the processing loop runs.", registry=r)
         self.ready = Gauge(
             "streamlearn_ready",
@@ -238,6 +289,23 @@ class Metrics:
             "direction",
             ("published", "received", "dropped"),
         )
+        self.checkpoint_seconds = Histogram(
+            "streamlearn_checkpoint_duration_seconds",
+            "Time to flush outputs and save state.",
+            buckets=POLL_BUCKETS,
+            registry=r,
+        )
+        self.last_checkpoint = _gauge(
+            r,
+            "streamlearn_last_checkpoint_timestamp_seconds",
+            "Unix time of the last saved checkpoint (0 before any).",
+        )
+
+
+class MetaMetrics:
+    """Background meta-training."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
         self.meta_runs = _counter_by(
             r,
             "streamlearn_meta_training_runs",
@@ -251,30 +319,28 @@ class Metrics:
             buckets=(1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000),
             registry=r,
         )
-        self.meta_loss_before = gauge(
+        self.meta_loss_before = _gauge(
+            r,
             "streamlearn_meta_loss_before",
             "Held-out meta-loss of the current theta0 at the last meta-training run.",
         )
-        self.meta_loss_after = gauge(
+        self.meta_loss_after = _gauge(
+            r,
             "streamlearn_meta_loss_after",
             "Held-out meta-loss of the last meta-training run's candidate.",
         )
-        self.meta_buffer_tasks = gauge(
-            "streamlearn_meta_buffer_tasks", "Tasks (entity x segment) in the task buffer."
+        self.meta_buffer_tasks = _gauge(
+            r, "streamlearn_meta_buffer_tasks", "Tasks (entity x segment) in the task buffer."
         )
-        self.meta_buffer_examples = gauge(
-            "streamlearn_meta_buffer_examples", "Labelled examples held in the task buffer."
+        self.meta_buffer_examples = _gauge(
+            r, "streamlearn_meta_buffer_examples", "Labelled examples held in the task buffer."
         )
-        self.checkpoint_seconds = Histogram(
-            "streamlearn_checkpoint_duration_seconds",
-            "Time to flush outputs and save state.",
-            buckets=POLL_BUCKETS,
-            registry=r,
-        )
-        self.last_checkpoint = gauge(
-            "streamlearn_last_checkpoint_timestamp_seconds",
-            "Unix time of the last saved checkpoint (0 before any).",
-        )
+
+
+class ActiveMetrics:
+    """Active learning: queries, answers, the budget and its pacer, lambda."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
         self.queries = _counter_by(
             r,
             "streamlearn_queries",
@@ -302,23 +368,17 @@ class Metrics:
             "Queries closed unanswered at their expiry.",
             registry=r,
         )
-        self.pending_queries = gauge("streamlearn_pending_queries", "Queries awaiting an answer.")
-        self.query_budget = gauge(
-            "streamlearn_query_budget", "Share of unlabelled events the budget allows to query."
+        self.pending_queries = _gauge(
+            r, "streamlearn_pending_queries", "Queries awaiting an answer."
         )
-        self.query_share_target = gauge(
+        self.query_budget = _gauge(
+            r, "streamlearn_query_budget", "Share of unlabelled events the budget allows to query."
+        )
+        self.query_share_target = _gauge(
+            r,
             "streamlearn_query_share_target",
             "Share of unlabelled events to query now: the budget moved by the pacer "
             "(active.pacing: more while the model errs more than usual).",
-        )
-        self.concept_recalls = Counter(
-            "streamlearn_concept_recalls",
-            "The shared weights moved to a remembered concept that fit the newest labels "
-            "better than the weights in force and a coin (learner.shared.recall).",
-            registry=r,
-        )
-        self.concept_members = gauge(
-            "streamlearn_concept_members", "Concepts (settled shared weights) in the memory."
         )
         self.label_surges = Counter(
             "streamlearn_label_surges",
@@ -333,38 +393,47 @@ class Metrics:
             "more than active.pacing.restart_key_share of its evidence.",
             registry=r,
         )
-        self.label_bank = gauge(
+        self.label_bank = _gauge(
+            r,
             "streamlearn_label_bank",
             "Labels the budget earned and the pacer has not spent (negative: overspent, "
             "paid back by querying below budget).",
         )
-        self.query_rate = gauge(
-            "streamlearn_query_rate", "Smoothed share of unlabelled events queried."
+        self.query_rate = _gauge(
+            r, "streamlearn_query_rate", "Smoothed share of unlabelled events queried."
         )
-        self.query_threshold = gauge(
+        self.query_threshold = _gauge(
+            r,
             "streamlearn_query_threshold",
             "Score quantile an event must exceed to be queried (set by the budget controller).",
         )
-        self.proximal_lambda = gauge(
-            "streamlearn_proximal_lambda", "Proximal strength lambda in force."
+        self.proximal_lambda = _gauge(
+            r, "streamlearn_proximal_lambda", "Proximal strength lambda in force."
         )
-        self.lambda_hypergradient = gauge(
+        self.lambda_hypergradient = _gauge(
+            r,
             "streamlearn_lambda_hypergradient",
             "Last validation hypergradient dL_val/dlambda (implicit differentiation).",
         )
 
-    def global_drift_now(self) -> None:
-        self._last_drift_at = time.time()
-        self.last_drift.set(self._last_drift_at)
-        self.drifts.labels("global").inc()
 
-    def observe_curvature(self, watch: CurvatureWatch) -> None:
-        """The curvature watch's state, after a poll."""
-        if watch.spectrum is not None:
-            self.curvature.labels("min").set(watch.spectrum.lambda_min)
-            self.curvature.labels("max").set(watch.spectrum.lambda_max)
-        self.curvature_age.set(watch.labels_since_refresh)
-        self.step_cap.set(watch.cap or 0.0)
-        if watch.pi is not None:
-            self.controller_error.set(watch.pi.error)
-            self.controller_integral.set(watch.pi.integral)
+class Metrics:
+    """The service's metrics: one group per component (``stream``, ``quality``, ``drift``,
+    ``steps``, ``service``, ``meta``, ``active``), each declared on the same injected
+    registry; a component is handed its own group.
+
+    >>> reg = CollectorRegistry()
+    >>> m = Metrics(reg, task="binary")
+    >>> m.stream.events.inc(3); reg.get_sample_value("streamlearn_events_total")
+    3.0
+    """
+
+    def __init__(self, registry: CollectorRegistry, task: str = "binary") -> None:
+        self.registry = registry
+        self.stream = StreamMetrics(registry, task)
+        self.quality = QualityMetrics(registry, task)
+        self.drift = DriftMetrics(registry)
+        self.steps = StepMetrics(registry)
+        self.service = ServiceMetrics(registry)
+        self.meta = MetaMetrics(registry)
+        self.active = ActiveMetrics(registry)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from streamlearn.config import CheckpointConfig
 from streamlearn.io.base import Sink, Source
-from streamlearn.ops.metrics import Metrics
+from streamlearn.ops.metrics import ServiceMetrics
 from streamlearn.service.handoff import KeyHandoff
 from streamlearn.service.quarantine import Quarantine
 from streamlearn.state.checkpoint import Checkpoint, CheckpointError, CheckpointStore
@@ -31,7 +31,7 @@ class Checkpointer:
     >>> from prometheus_client import CollectorRegistry
     >>> from streamlearn.io.memory import MemorySink, MemorySource
     >>> ck = Checkpointer(CheckpointConfig(), None, MemorySource(iter([])), MemorySink(),
-    ...                   Metrics(CollectorRegistry(), "binary"), Quarantine(None), dict)
+    ...                   ServiceMetrics(CollectorRegistry()), Quarantine(None), dict)
     >>> ck.count(5); ck.due(), ck.save(), ck.since
     (False, True, 5)
     """
@@ -42,7 +42,7 @@ class Checkpointer:
         store: CheckpointStore | None,
         source: Source,
         sink: Sink,
-        metrics: Metrics,
+        metrics: ServiceMetrics,
         quarantine: Quarantine,
         state: Callable[[], dict[str, object]],
         residency: Residency | None = None,

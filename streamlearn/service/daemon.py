@@ -87,8 +87,8 @@ class Daemon:
         )
         self.learner = OnlineLearner(self.spec, cfg.learner, theta0, standardize=m.standardize)
         self.metrics = Metrics(registry, m.task)
-        self.metrics.step_size.set(cfg.learner.learning_rate)
-        self.metrics.model_version.set(self.learner.model_version)
+        self.metrics.steps.step_size.set(cfg.learner.learning_rate)
+        self.metrics.stream.model_version.set(self.learner.model_version)
         log_path = cfg.metrics.log_path
         self.metrics_log = (
             MetricsLog(registry, Path(log_path), cfg.metrics.log_every_s) if log_path else None
@@ -99,7 +99,7 @@ class Daemon:
         self.outcomes = Outcomes(cfg, self.learner, self.metrics, theta0, self.tasks)
         self.clock = clock
         self.active = (
-            ActiveLearning(cfg.active, self.learner, self.metrics, seed=m.seed, clock=clock)
+            ActiveLearning(cfg.active, self.learner, self.metrics.active, seed=m.seed, clock=clock)
             if cfg.active.enabled
             else None
         )
@@ -108,7 +108,7 @@ class Daemon:
         holders: list[KeyStateHolder] = [self.outcomes.drift, *([self.tasks] if self.tasks else [])]
         self.residency = attach_residency(cfg, self.learner, holders)
         pending = self.active.pending if self.active is not None else None
-        self.handoff = attach_handoff(cfg, self.learner, self.source, self.metrics, pending)
+        self.handoff = attach_handoff(cfg, self.learner, self.source, self.metrics.service, pending)
         self._labels_topic = cfg.kafka.topics.labels
         self._stop = threading.Event()
         self.events_seen = 0
@@ -123,7 +123,7 @@ class Daemon:
             self.store,
             self.source,
             self.sink,
-            self.metrics,
+            self.metrics.service,
             self.quarantine,
             self.state_dict,
             self.residency,
@@ -229,8 +229,8 @@ class Daemon:
         self.events_seen = int(totals["events"])
         o.restore_totals(totals)
         self.resumed_from = ck.sequence
-        self.metrics.model_version.set(self.learner.model_version)
-        self.metrics.active_keys.set(self.learner.n_keys)
+        self.metrics.stream.model_version.set(self.learner.model_version)
+        self.metrics.stream.active_keys.set(self.learner.n_keys)
 
     def checkpoint(self, *, durable: bool = False) -> bool:
         """Flush outputs, save state with the positions it covers, then commit those
@@ -254,7 +254,7 @@ class Daemon:
         scaler = self.learner.scaler
         if init.scaler is not None and scaler is not None and scaler.count == 0:
             scaler.load_state_dict(init.scaler)
-        self.metrics.model_version.set(init.version)
+        self.metrics.stream.model_version.set(init.version)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -349,25 +349,25 @@ class Daemon:
         if seen is not None and len(batch):
             fresh = seen.fresh(batch.ids)
             if not fresh.all():
-                self.metrics.duplicates.inc(int(len(fresh) - fresh.sum()))
+                self.metrics.stream.duplicates.inc(int(len(fresh) - fresh.sum()))
                 batch = batch.select(fresh)
         if len(batch):
             self._learn(batch)
             if seen is not None:  # once learned: a poll that failed is not remembered
                 seen.remember(batch.ids)
-        self.metrics.poll_seconds.observe(time.perf_counter() - started)
+        self.metrics.stream.poll_seconds.observe(time.perf_counter() - started)
         self.events_seen += len(events)
 
     def _dead_letters(self, dead: list[DeadLetter]) -> None:
         self.sink.dead_letters(dead)
         for reason, count in Tally(d.reason.value for d in dead).items():
-            self.metrics.dead_letters.labels(reason).inc(count)
+            self.metrics.stream.dead_letters.labels(reason).inc(count)
 
     def _service_tick(self) -> None:
         mt = self.metrics
-        mt.ready.set(1.0 if self.ready()[0] else 0.0)
+        mt.service.ready.set(1.0 if self.ready()[0] else 0.0)
         if (lag := self.source.lag()) is not None:
-            mt.consumer_lag.set(lag)
+            mt.service.consumer_lag.set(lag)
         if self.metrics_log is not None:
             self.metrics_log.maybe_write()
         h = self.handoff
@@ -402,7 +402,7 @@ class Daemon:
         assert self.active is not None
         answers, dead = self.decoder.decode_answers(records)
         if dead:
-            self.metrics.answers.labels("malformed").inc(len(dead))
+            self.metrics.active.answers.labels("malformed").inc(len(dead))
         joined = self.active.join(answers)
         if joined is not None:
             res = self.learner.process(joined.batch, update_scaler=False, cut_rounds=True)
@@ -417,7 +417,7 @@ class Daemon:
             if self.active.observe_answers(loss, joined.explored, b.keys):
                 assert self.learner.shared is not None
                 self.learner.shared.restart(ramp=True)
-                self.metrics.shared_restarts.inc()
+                self.metrics.active.shared_restarts.inc()
             y = b.y.astype(np.float64)
             self._active_labels(b.keys, res.x_std, y)
             self.outcomes.record(b.keys, res.x_std, y, p, loss, detect)
@@ -428,7 +428,7 @@ class Daemon:
         mt = self.metrics
         res = self.learner.process(batch)
         n = len(batch)
-        mt.events.inc(n)
+        mt.stream.events.inc(n)
         version = self.learner.model_version
         self.sink.predictions(
             [
@@ -443,7 +443,7 @@ class Daemon:
                 )
             ]
         )
-        mt.predictions.inc(n)
+        mt.stream.predictions.inc(n)
         queried: list[str] = []
         if self.active is not None:
             queries = self.active.ask(batch, res.p, res.x_std)
@@ -462,11 +462,11 @@ class Daemon:
                 keys_l, res.x_std[labelled], y, res.p[labelled], res.loss[labelled]
             )
             self._step_metrics(res)
-        mt.active_keys.set(self.learner.n_keys)
+        mt.stream.active_keys.set(self.learner.n_keys)
         if self.residency is not None:
             evicted, restored = self.residency.take_counts()
-            mt.keys_evicted.inc(evicted)
-            mt.keys_restored.inc(restored)
+            mt.stream.keys_evicted.inc(evicted)
+            mt.stream.keys_restored.inc(restored)
 
     def _active_labels(self, keys: list[str], x_std: np.ndarray, y: np.ndarray) -> None:
         """The poll's labels to active learning (before drift detection may reset their
@@ -478,30 +478,30 @@ class Daemon:
             active.watch.forget_rows(freed)
         if (lam := active.observe_labels(keys, x_std, y)) is not None:
             self.learner.set_proximal_lambda(lam)
-            self.metrics.proximal_lambda.set(lam)
+            self.metrics.active.proximal_lambda.set(lam)
 
     def _step_metrics(self, res: StepResult) -> None:
         mt = self.metrics
         if res.recalled:
-            mt.concept_recalls.inc()
+            mt.steps.concept_recalls.inc()
         if (memory := self.learner.memory) is not None:
-            mt.concept_members.set(len(memory.members))
+            mt.steps.concept_members.set(len(memory.members))
         if res.rollbacks:
-            mt.rollbacks.inc(res.rollbacks)
-        mt.update_norm.set(res.mean_step)
-        mt.step_size.set(res.eta)
-        mt.hypergradient.set(res.hypergradient)
-        mt.curriculum_weight.set(res.curriculum)
+            mt.steps.rollbacks.inc(res.rollbacks)
+        mt.steps.update_norm.set(res.mean_step)
+        mt.steps.step_size.set(res.eta)
+        mt.steps.hypergradient.set(res.hypergradient)
+        mt.steps.curriculum_weight.set(res.curriculum)
         if (mixture := self.learner.mixture) is not None:
             for name, weight in zip(self.learner.experts, mixture.weights, strict=True):
-                mt.expert_weight.labels(name).set(weight)
+                mt.steps.expert_weight.labels(name).set(weight)
         if self.learner.sizer.watch is not None:
-            mt.observe_curvature(self.learner.sizer.watch)
+            mt.steps.observe_curvature(self.learner.sizer.watch)
 
     def run(self, max_events: int = 0, status: Callable[[str], None] | None = None) -> int:
         """Process until stopped, the source ends, or ``max_events`` records; returns 0."""
         self._running = True
-        self.metrics.up.set(1)
+        self.metrics.service.up.set(1)
         frozen = self.cfg.service.gc_freeze and gc.get_freeze_count() == 0
         if frozen:
             # The start-up objects live as long as the loop; a full collection walking them
@@ -533,7 +533,7 @@ class Daemon:
             if frozen:
                 gc.unfreeze()
             self._running = False
-            self.metrics.up.set(0)
+            self.metrics.service.up.set(0)
             # After a failure nothing is saved or committed: the state may be part-way
             # through a poll, and a restart replays from the last checkpoint instead.
             if completed and (self.checkpointer.since or self.store is None):

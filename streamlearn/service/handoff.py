@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from streamlearn.meta.initfile import MetaInit
     from streamlearn.meta.topic import MetaInitTopic
     from streamlearn.model.spec import ModelSpec
-    from streamlearn.ops.metrics import Metrics
+    from streamlearn.ops.metrics import ServiceMetrics
 
 log = logging.getLogger("streamlearn.service.handoff")
 
@@ -158,7 +158,7 @@ class KeyHandoff:
         self,
         learner: OnlineLearner,
         topic: StateTopic,
-        metrics: Metrics | None = None,
+        metrics: ServiceMetrics | None = None,
         events_topic: str = "",
     ) -> None:
         if learner.residency is None or learner.residency.store is None:

@@ -117,19 +117,19 @@ class Outcomes:
             return
         mt, spec = self.metrics, self.spec
         self.labels += m
-        mt.labels.inc(m)
+        mt.stream.labels.inc(m)
         total = float(loss.sum())
         self.cum_loss += total
-        mt.loss.inc(total)
+        mt.quality.loss.inc(total)
         self.rolling_loss.extend(loss.tolist())
-        mt.rolling_loss.set(self.rolling_loss.value)
+        mt.quality.rolling_loss.set(self.rolling_loss.value)
         if self.baseline is not None:
             base = self.baseline.process(x_std, y)
             self.cum_base += float(base.sum())
-            mt.baseline_loss.inc(float(base.sum()))
+            mt.quality.baseline_loss.inc(float(base.sum()))
             self._rolling_base.extend(base.tolist())
-            mt.rolling_baseline_loss.set(self._rolling_base.value)
-            mt.regret.set(self.regret)
+            mt.quality.rolling_baseline_loss.set(self._rolling_base.value)
+            mt.quality.regret.set(self.regret)
         if spec.task == "regression":
             quality = (-loss).tolist()
             error = loss
@@ -139,12 +139,12 @@ class Outcomes:
             quality = correct.tolist()
             error = 1.0 - correct
             self._rolling_quality.extend(quality)
-        mt.rolling_quality.set(self._rolling_quality.value)
+        mt.quality.rolling_quality.set(self._rolling_quality.value)
         if self.tasks is not None:
             self.tasks.add(keys, x_std, y)
         self.resetter.observe(keys, x_std, y)
         for length in self.recovery.observe(quality):
-            mt.recovery.observe(length)
+            mt.drift.recovery.observe(length)
         if detect is None:
             self._drift(keys, error.tolist())
         elif detect.any():
@@ -158,23 +158,25 @@ class Outcomes:
         if report.drifted_keys:
             if self.tasks is not None:
                 self.tasks.close_segments(report.drifted_keys)
-            mt.drifts.labels("key").inc(len(report.drifted_keys))
-            mt.resets.labels("key_drift").inc(
+            mt.drift.drifts.labels("key").inc(len(report.drifted_keys))
+            mt.drift.resets.labels("key_drift").inc(
                 self._count_starts(self.resetter.reset(report.drifted_keys))
             )
         if report.global_drift:
             if self.tasks is not None:
                 self.tasks.close_all()
-            mt.global_drift_now()
+            mt.drift.global_drift_now()
             unrecovered_before = self.recovery.unrecovered
             self.recovery.drift()
-            mt.unrecovered.inc(self.recovery.unrecovered - unrecovered_before)
+            mt.drift.unrecovered.inc(self.recovery.unrecovered - unrecovered_before)
             if self.on_global_drift == "reset_all":
-                mt.resets.labels("global_drift").inc(self._count_starts(self.resetter.reset_all()))
+                mt.drift.resets.labels("global_drift").inc(
+                    self._count_starts(self.resetter.reset_all())
+                )
 
     def _count_starts(self, by_start: dict[int, int]) -> int:
         for start, n in by_start.items():
-            self.metrics.reset_starts.labels(str(start)).inc(n)
+            self.metrics.drift.reset_starts.labels(str(start)).inc(n)
         return sum(by_start.values())
 
     def totals(self) -> dict[str, float]:

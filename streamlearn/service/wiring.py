@@ -13,7 +13,7 @@ from streamlearn.io.synthetic import build_family
 from streamlearn.learning.learner import OnlineLearner
 from streamlearn.meta.topic import MetaInitTopic
 from streamlearn.model.spec import ModelSpec
-from streamlearn.ops.metrics import Metrics
+from streamlearn.ops.metrics import ServiceMetrics
 from streamlearn.service.handoff import KeyHandoff, StateTopic
 from streamlearn.state.residency import KeyStateHolder, Residency
 
@@ -74,7 +74,7 @@ def attach_handoff(
     cfg: Config,
     learner: OnlineLearner,
     source: Source,
-    metrics: Metrics,
+    metrics: ServiceMetrics,
     pending: PendingQueries | None = None,
 ) -> KeyHandoff | None:
     """With ``kafka.handoff`` and a Kafka source: key state follows its partition."""
