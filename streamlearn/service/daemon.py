@@ -337,12 +337,12 @@ class Daemon:
         return kept
 
     def _process(self, records: list[RawRecord]) -> None:
-        """Decode -> drop repeats -> dead letters -> predict, ask and learn."""
+        """Decode -> drop repeats -> dead letters -> predict, ask and learn the events ->
+        learn the joined label answers (design §4: the poll's own events are predicted
+        before any label of this poll is learned)."""
         started = time.perf_counter()
         events, answers = self._split(records)
         batch, dead = self.decoder.decode(events)
-        if answers:
-            dead += self._answers(answers)
         if dead:
             self._dead_letters(dead)
         seen = self.recent_ids
@@ -355,6 +355,8 @@ class Daemon:
             self._learn(batch)
             if seen is not None:  # once learned: a poll that failed is not remembered
                 seen.remember(batch.ids)
+        if answers and (dead := self._answers(answers)):
+            self._dead_letters(dead)
         self.metrics.stream.poll_seconds.observe(time.perf_counter() - started)
         self.events_seen += len(events)
 
