@@ -141,7 +141,7 @@ class LambdaWatch:
         self._last_at = -math.inf
         self._warm_up()
 
-    def observe(self, slots: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
+    def add_labels(self, slots: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
         """Labelled events (the learner's key rows, standardised features, labels)."""
         if len(y):
             self.recent.add(slots.tolist(), x, y)

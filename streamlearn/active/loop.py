@@ -99,13 +99,13 @@ class ActiveLearning:
 
     # -- labels -----------------------------------------------------------------------------
 
-    def observe_labels(self, keys: list[str], x_std: np.ndarray, y: np.ndarray) -> float | None:
+    def tune_lambda(self, keys: list[str], x_std: np.ndarray, y: np.ndarray) -> float | None:
         """Every label learned (carried by events or answered); refreshes on cadence.
         Returns the proximal strength the learner should take (lambda tuning), else None."""
         w = self.watch
         if w is None or not len(y):
             return None
-        w.observe(self.learner.slots_of(keys), x_std, y)
+        w.add_labels(self.learner.slots_of(keys), x_std, y)
         if not w.due():
             return None
         params, anchors = self.learner.tables()
@@ -200,7 +200,7 @@ class ActiveLearning:
         self.metrics.query_share_target.set(share)
         self.policy.set_budget(share, explore=min(random_share / share, 1.0) if share else None)
 
-    def observe_answers(self, loss: np.ndarray, explored: np.ndarray, keys: Sequence[str]) -> bool:
+    def pace_answers(self, loss: np.ndarray, explored: np.ndarray, keys: Sequence[str]) -> bool:
         """The loss of the answered labels' event-time predictions (and their keys) paces
         the budget: of the explored (random) answers only when there are such, since the
         scored ones are hard cases by design (an uncertain event's log loss is near log 2
@@ -209,7 +209,7 @@ class ActiveLearning:
         if self.pacer is None:
             return False
         c = self.cfg
-        self.pacer.observe(loss[explored] if c.explore > 0 and c.policy != "random" else loss)
+        self.pacer.add_losses(loss[explored] if c.explore > 0 and c.policy != "random" else loss)
         if self.pacer.alarm(loss, keys):
             self.metrics.label_surges.inc()
             # The shared model re-learns with large steps again (its accumulator grew on

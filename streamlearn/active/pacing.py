@@ -55,10 +55,10 @@ class BudgetPacer:
     """The share of events to query now, around ``budget``.
 
     >>> pacer = BudgetPacer(0.05, max_boost=4.0, fast_labels=10, slow_labels=200)
-    >>> pacer.observe(np.full(400, 0.3))  # settled: loss at its usual level
+    >>> pacer.add_losses(np.full(400, 0.3))  # settled: loss at its usual level
     >>> round(pacer.share(), 3)
     0.05
-    >>> pacer.observe(np.full(20, 1.2))  # a drift: the loss of new answers jumps
+    >>> pacer.add_losses(np.full(20, 1.2))  # a drift: the loss of new answers jumps
     >>> round(pacer.share(), 3) > 0.1
     True
     >>> for _ in range(50):  # overspending drains the bank, which lowers the share again
@@ -124,7 +124,7 @@ class BudgetPacer:
     def scale(self) -> float:
         return max(self.budget * self.bank_events, 1.0)
 
-    def observe(self, loss: np.ndarray) -> None:
+    def add_losses(self, loss: np.ndarray) -> None:
         """The loss of answered labels (their prediction at event time), in arrival order."""
         for v in np.asarray(loss, dtype=np.float64).tolist():
             if not math.isfinite(v):

@@ -249,8 +249,8 @@ class RecoveryTracker:
     loss): the benchmark protocol's definition, computed online.
 
     >>> t = RecoveryTracker(window=10, tolerance=0.0, max_labels=1000)
-    >>> _ = t.observe([1.0] * 10); t.drift()
-    >>> t.observe([0.0] * 5 + [1.0] * 10)
+    >>> _ = t.update([1.0] * 10); t.drift()
+    >>> t.update([0.0] * 5 + [1.0] * 10)
     [5]
     """
 
@@ -286,7 +286,7 @@ class RecoveryTracker:
         self._since_sum = 0.0
         self._n_since = 0
 
-    def observe(self, quality: Sequence[float]) -> list[int]:
+    def update(self, quality: Sequence[float]) -> list[int]:
         """Feed labelled events' quality in order; returns recovery lengths completed."""
         done: list[int] = []
         for q in quality:

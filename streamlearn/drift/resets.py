@@ -36,7 +36,7 @@ class Resetter:
     def active(self) -> bool:
         return len(self.learner.starts) > 1
 
-    def observe(self, keys: Sequence[str], x: np.ndarray, y: np.ndarray) -> None:
+    def remember(self, keys: Sequence[str], x: np.ndarray, y: np.ndarray) -> None:
         if self.active and len(keys):
             self.recent.add(keys, x, y)
 

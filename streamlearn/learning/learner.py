@@ -358,7 +358,7 @@ class OnlineLearner(KeyRows):
         if memory is not None and n_labelled[-1]:
             lab_rows = np.flatnonzero(labelled)
             rows = lab_rows[memory.pick(len(lab_rows))]
-            memory.observe(params[ss[rows]], theta0, xs[rows], ys[rows], len(lab_rows))
+            memory.score_labels(params[ss[rows]], theta0, xs[rows], ys[rows], len(lab_rows))
         if shared is not None and cut_rounds:
             pieces = shared.pieces(sizes, n_labelled)
         else:
@@ -397,7 +397,7 @@ class OnlineLearner(KeyRows):
         if watch is not None:
             keep = ~np.isnan(loss_np)
             y32 = np.asarray(batch.y, dtype=np.float32)[keep]
-            watch.observe(slots[keep], x[keep], y32, loss_np[keep])
+            watch.add_labels(slots[keep], x[keep], y32, loss_np[keep])
             if watch.due():
                 watch.refresh(self._params, self._accum, self._theta0, sizer.eta)
         p_np, correct = event_outputs(spec, p_out, inv, np.asarray(batch.y, dtype=np.float64))

@@ -68,11 +68,11 @@ class ConceptMemory:
     >>> old = np.array([4.0, 0.0], dtype=np.float32)  # a settled concept: y = 1 when x > 0
     >>> x, y = np.ones((8, 1), dtype=np.float32), np.ones(8, dtype=np.float32)
     >>> for _ in range(3):  # labels seen with it in force: snapshots once settled
-    ...     mem.observe(old[None].repeat(8, 0), old, x, y); mem.maybe_snapshot()
+    ...     mem.score_labels(old[None].repeat(8, 0), old, x, y); mem.maybe_snapshot()
     >>> len(mem.members)
     1
     >>> now = np.array([-4.0, 0.0], dtype=np.float32)  # a drift: weights saying y = 0
-    >>> mem.observe(now[None].repeat(8, 0), now, x, y)  # the labels still say y = 1
+    >>> mem.score_labels(now[None].repeat(8, 0), now, x, y)  # the labels still say y = 1
     >>> [round(float(v), 1) for v in mem.take_recall(now)]  # the shift back to the old one
     [8.0, 0.0]
     """
@@ -100,7 +100,7 @@ class ConceptMemory:
             return np.arange(n)
         return np.arange(check) * (n - 1) // max(check - 1, 1)
 
-    def observe(
+    def score_labels(
         self,
         w: np.ndarray,
         theta0: np.ndarray,

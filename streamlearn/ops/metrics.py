@@ -240,7 +240,7 @@ class StepMetrics:
             r, "streamlearn_concept_members", "Concepts (settled shared weights) in the memory."
         )
 
-    def observe_curvature(self, watch: CurvatureWatch) -> None:
+    def set_curvature(self, watch: CurvatureWatch) -> None:
         """The curvature watch's state, after a poll."""
         if watch.spectrum is not None:
             self.curvature.labels("min").set(watch.spectrum.lambda_min)

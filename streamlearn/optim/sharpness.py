@@ -74,7 +74,7 @@ class CurvatureWatch:
     def log_gain(self) -> float:
         return 0.0 if self.pi is None else self.pi.output
 
-    def observe(self, slots: np.ndarray, x: np.ndarray, y: np.ndarray, loss: np.ndarray) -> None:
+    def add_labels(self, slots: np.ndarray, x: np.ndarray, y: np.ndarray, loss: np.ndarray) -> None:
         """Labelled events in arrival order, with their prequential losses."""
         self.recent.add(slots.tolist(), x, y)
         self._labels += len(y)

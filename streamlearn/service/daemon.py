@@ -416,7 +416,7 @@ class Daemon:
             a = self.cfg.active
             detect = joined.explored if a.explore > 0 and a.policy != "random" else None
             loss = prediction_loss(self.spec, p, b.y)
-            if self.active.observe_answers(loss, joined.explored, b.keys):
+            if self.active.pace_answers(loss, joined.explored, b.keys):
                 assert self.learner.shared is not None
                 self.learner.shared.restart(ramp=True)
                 self.metrics.active.shared_restarts.inc()
@@ -478,7 +478,7 @@ class Daemon:
             return
         if active.watch is not None and len(freed := self.learner.take_freed_rows()):
             active.watch.forget_rows(freed)
-        if (lam := active.observe_labels(keys, x_std, y)) is not None:
+        if (lam := active.tune_lambda(keys, x_std, y)) is not None:
             self.learner.set_proximal_lambda(lam)
             self.metrics.active.proximal_lambda.set(lam)
 
@@ -498,7 +498,7 @@ class Daemon:
             for name, weight in zip(self.learner.experts, mixture.weights, strict=True):
                 mt.steps.expert_weight.labels(name).set(weight)
         if self.learner.sizer.watch is not None:
-            mt.steps.observe_curvature(self.learner.sizer.watch)
+            mt.steps.set_curvature(self.learner.sizer.watch)
 
     def run(self, max_events: int = 0, status: Callable[[str], None] | None = None) -> int:
         """Process until stopped, the source ends, or ``max_events`` records; returns 0."""

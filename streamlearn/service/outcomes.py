@@ -142,8 +142,8 @@ class Outcomes:
         mt.quality.rolling_quality.set(self._rolling_quality.value)
         if self.tasks is not None:
             self.tasks.add(keys, x_std, y)
-        self.resetter.observe(keys, x_std, y)
-        for length in self.recovery.observe(quality):
+        self.resetter.remember(keys, x_std, y)
+        for length in self.recovery.update(quality):
             mt.drift.recovery.observe(length)
         if detect is None:
             self._drift(keys, error.tolist())

@@ -122,7 +122,7 @@ def _watch_on(truth_anchor: bool, n_per_key: int, noise: float) -> LambdaWatch:
     for _ in range(n_per_key):
         x = rng.standard_normal((n_keys, 4)).astype(np.float32)
         y = x @ w_true[:4] + w_true[4] + noise * rng.standard_normal(n_keys)
-        watch.observe(np.arange(n_keys), x, y.astype(np.float32))
+        watch.add_labels(np.arange(n_keys), x, y.astype(np.float32))
     anchor = np.tile(w_true if truth_anchor else -w_true, (n_keys, 1))
     before = watch.lam
     watch.refresh(anchor.copy(), anchor)

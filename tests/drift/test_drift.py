@@ -51,32 +51,32 @@ def test_monitor_can_skip_global_or_per_key():
 
 def test_recovery_tracker_hand_computed():
     t = RecoveryTracker(window=4, tolerance=0.25, max_labels=100)
-    t.observe([1, 1, 1, 1])
+    t.update([1, 1, 1, 1])
     t.drift()  # pre = 1.0, target 0.75
     assert t.in_recovery
     # windows after the drift: [0,0,1,1]=.5 [0,1,1,1]=.75 -> k = 1
-    assert t.observe([0, 0, 1, 1, 1]) == [1]
+    assert t.update([0, 0, 1, 1, 1]) == [1]
     assert not t.in_recovery
 
 
 def test_recovery_tracker_counts_unrecovered():
     t = RecoveryTracker(window=2, tolerance=0.0, max_labels=10)
-    t.observe([1, 1])
+    t.update([1, 1])
     t.drift()
-    t.observe([0] * 3)
+    t.update([0] * 3)
     t.drift()  # the first never recovered; the new pre-drift level is 0
     assert t.unrecovered == 1
-    assert t.observe([0, 0]) == [0]
+    assert t.update([0, 0]) == [0]
     slow = RecoveryTracker(window=2, tolerance=0.0, max_labels=10)
-    slow.observe([1, 1])
+    slow.update([1, 1])
     slow.drift()
-    assert slow.observe([0] * 20) == []  # gives up after max_labels
+    assert slow.update([0] * 20) == []  # gives up after max_labels
     assert slow.unrecovered == 1
     assert not slow.in_recovery
     relative = RecoveryTracker(window=2, tolerance=0.5, max_labels=10, relative=True)
-    relative.observe([-1.0, -1.0])
+    relative.update([-1.0, -1.0])
     relative.drift()  # quality is -loss; target -1.5
-    assert relative.observe([-1.4, -1.4]) == [0]
+    assert relative.update([-1.4, -1.4]) == [0]
 
 
 def _flip_stream(n: int, flip_at: int):

@@ -41,7 +41,7 @@ def test_evidence_equals_a_cusum_run_label_by_label():
                 loss = float(lanes.loss(spec, mine[None], x[i : i + 1], y[i : i + 1])[0])
                 gain = min(max(now - loss, -1.0), 1.0) - cfg.margin
                 expected[j] = max(0.0, expected[j] + gain)
-        mem.observe(w, theta0, x, y)
+        mem.score_labels(w, theta0, x, y)
         np.testing.assert_allclose(mem.evidence, expected, rtol=1e-6, atol=1e-9)
 
 
@@ -54,12 +54,12 @@ def test_members_are_scored_only_while_the_weights_in_force_do_no_better_than_a_
     x, y = np.ones((8, 1), dtype=np.float32), np.ones(8, dtype=np.float32)
     good = np.array([1.0, 0.0], dtype=np.float32)  # right, if less sure: loss 0.31 < log 2
     for _ in range(5):
-        mem.observe(good[None].repeat(8, 0), good, x, y)
+        mem.score_labels(good[None].repeat(8, 0), good, x, y)
     assert mem.evidence[0] == 0.0
     assert mem.take_recall(good) is None
     lost = np.array([-4.0, 0.0], dtype=np.float32)  # wrong and sure: the gate opens
     for _ in range(3):
-        mem.observe(lost[None].repeat(8, 0), lost, x, y)
+        mem.score_labels(lost[None].repeat(8, 0), lost, x, y)
     shift = mem.take_recall(lost)
     assert shift is not None
     np.testing.assert_allclose(shift, [8.0, 0.0])
@@ -72,11 +72,11 @@ def test_weights_still_moving_are_not_stored_and_settled_ones_merge():
     theta = np.array([1.0, 0.0], dtype=np.float32)
     for _ in range(6):  # moving by 100% of its norm every 10 labels: a blend, never stored
         theta = theta * 2
-        mem.observe(theta[None].repeat(10, 0), theta, x, y)
+        mem.score_labels(theta[None].repeat(10, 0), theta, x, y)
         mem.maybe_snapshot()
     assert len(mem.members) == 0
     for _ in range(4):  # settled: stored once, then refreshed in place
-        mem.observe(theta[None].repeat(10, 0), theta, x, y)
+        mem.score_labels(theta[None].repeat(10, 0), theta, x, y)
         mem.maybe_snapshot()
     assert len(mem.members) == 1
     np.testing.assert_allclose(mem.members[0], theta, rtol=1e-3)

@@ -151,7 +151,7 @@ def test_resetter_picks_the_member_that_fits_recent_labels():
     y = (x @ CONCEPTS[1] > 0).astype(np.float32)
     keys = [f"k{i % 10}" for i in range(50)]
     learner.process(event_batch(keys, x, y))
-    resetter.observe(keys, x, y)
+    resetter.remember(keys, x, y)
     assert resetter.reset_all() == {2: 10}  # concept 1 is pool member 2
     np.testing.assert_array_equal(learner.params_of("k3").numpy(), pool[1].numpy())
     resetter.recent = RecentLabels(50, D)  # no recent labels of this key: theta0
