@@ -178,8 +178,9 @@ def _forward(
             acts[li + 1, o] = s
 
 
-def _probabilities(task: int, z: np.ndarray, n_out: int, out: np.ndarray) -> None:
-    """P(class 1), the class probabilities, or the value, from the outputs ``z``."""
+def _probabilities(task: int, z: np.ndarray, n_out: int, out: np.ndarray) -> float:
+    """P(class 1), the class probabilities, or the value, from the outputs ``z``; returns
+    the log of the softmax's normaliser (multiclass; 0 otherwise), for a stable log loss."""
     if task == 0:
         out[0] = np.float32(0.5) * (np.float32(1.0) + tanh_f32(np.float32(0.5) * z[0]))
     elif task == 1:
@@ -192,8 +193,10 @@ def _probabilities(task: int, z: np.ndarray, n_out: int, out: np.ndarray) -> Non
             tot += out[o]
         for o in range(n_out):
             out[o] = out[o] / tot
+        return float(m) + math.log(tot)
     else:
         out[0] = z[0]
+    return 0.0
 
 
 _FLAGS: dict[str, Any] = {
@@ -266,29 +269,18 @@ def _rounds(
             z = acts[n_layers]
             y = ys[i]
             # -- prediction, loss and the output's error
+            log_norm = probabilities(task, z, n_out, p_out[i])
             if task == 0:
                 zc = z[0]
-                p = half * (one + tanh_f32(half * zc))
-                p_out[i, 0] = p
                 loss = np.float32(max(zc, 0.0) + math.log1p(math.exp(-abs(zc))) - y * zc)
-                delta[0] = p - y
+                delta[0] = p_out[i, 0] - y
             elif task == 1:
-                m = z[0]
-                for o in range(1, n_out):
-                    m = max(m, z[o])
-                tot = np.float32(0.0)
                 for o in range(n_out):
-                    e = np.float32(math.exp(z[o] - m))
-                    delta[o] = e
-                    tot += e
-                for o in range(n_out):
-                    delta[o] = delta[o] / tot
-                    p_out[i, o] = delta[o]
+                    delta[o] = p_out[i, o]
                 c = int(y)
-                loss = np.float32(m + math.log(tot) - z[c])
+                loss = np.float32(log_norm - z[c])
                 delta[c] -= one
             else:
-                p_out[i, 0] = z[0]
                 loss = half * (z[0] - y) * (z[0] - y)
                 delta[0] = z[0] - y
             if not labelled[i]:
