@@ -84,6 +84,24 @@ def loss(spec: ModelSpec, flat: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.
     return _data_loss(spec, forward(spec, flat, x)[-1], y)
 
 
+def _output_error(spec: ModelSpec, z: np.ndarray, p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The data loss's gradient in the outputs ``z`` (``[L, o]``): ``p - y`` for log loss
+    (``y`` one-hot for multiclass), ``z - y`` for half squared error."""
+    if spec.task == "binary":
+        return np.asarray(p - y[:, None])
+    if spec.task == "multiclass":
+        delta = p.copy()
+        delta[np.arange(len(z)), y.astype(np.int64)] -= 1.0
+        return delta
+    return np.asarray(z - y[:, None])
+
+
+def _act_backward(spec: ModelSpec, dh: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """A gradient through the activation, given its output ``h``."""
+    out: np.ndarray = dh * (1.0 - h * h) if spec.activation == "tanh" else dh * (h > 0)
+    return out
+
+
 def grad(
     spec: ModelSpec, flat: np.ndarray, x: np.ndarray, y: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -97,13 +115,7 @@ def grad(
     p = predict_from_logits(spec, z)
     lanes = flat.shape[0]
     data_loss = _data_loss(spec, z, y)
-    if spec.task == "binary":
-        delta = p - y[:, None]
-    elif spec.task == "multiclass":
-        delta = p.copy()
-        delta[np.arange(lanes), y.astype(np.int64)] -= 1.0
-    else:
-        delta = z - y[:, None]
+    delta = _output_error(spec, z, p, y)
     g = np.empty_like(flat)
     for i in range(len(spec.layers) - 1, -1, -1):
         start, n_in, n_out = spec.layers[i]
@@ -114,7 +126,7 @@ def grad(
         if i > 0:
             w = flat[:, start:mid].reshape(lanes, n_out, n_in)
             dh = np.matmul(delta[:, None, :], w)[:, 0, :]
-            delta = dh * (1.0 - h_in * h_in) if spec.activation == "tanh" else dh * (h_in > 0)
+            delta = _act_backward(spec, dh, h_in)
     return g, p, data_loss
 
 
@@ -137,14 +149,7 @@ def mean_grad(
     z = acts[-1]
     p = predict_from_logits(spec, z)
     data_loss = _data_loss(spec, z, y)
-    if spec.task == "binary":
-        delta = p - y[:, None]
-    elif spec.task == "multiclass":
-        delta = p.copy()
-        delta[np.arange(m), y.astype(np.int64)] -= 1.0
-    else:
-        delta = z - y[:, None]
-    delta = delta / np.float32(m)
+    delta = _output_error(spec, z, p, y) / np.float32(m)
     g = np.empty_like(flat)
     for i in range(last, -1, -1):
         start, n_in, n_out = spec.layers[i]
@@ -154,7 +159,7 @@ def mean_grad(
         g[mid : mid + n_out] = delta.sum(0)
         if i > 0:
             dh = delta @ flat[start:mid].reshape(n_out, n_in)
-            delta = dh * (1.0 - h_in * h_in) if spec.activation == "tanh" else dh * (h_in > 0)
+            delta = _act_backward(spec, dh, h_in)
     return g, p, data_loss
 
 
@@ -185,14 +190,13 @@ def mean_hvp(
         tans.append(dh)
     z, dz = acts[-1], tans[-1]
     p = predict_from_logits(spec, z)
+    delta = _output_error(spec, z, p, y)
     if spec.task == "binary":
-        delta, ddelta = p - y[:, None], p * (1.0 - p) * dz
+        ddelta = p * (1.0 - p) * dz
     elif spec.task == "multiclass":
-        delta = p.copy()
-        delta[np.arange(m), y.astype(np.int64)] -= 1.0
         ddelta = p * dz - p * (p * dz).sum(1, keepdims=True)
     else:
-        delta, ddelta = z - y[:, None], dz
+        ddelta = dz
     delta, ddelta = delta / m, ddelta / m
     out = np.empty_like(v)
     for i in range(last, -1, -1):
