@@ -13,28 +13,152 @@ from typing import Any
 import numpy as np
 import orjson
 from river import drift as river_drift
+from river import stats as river_stats
 
 from streamlearn.config import DriftConfig
 from streamlearn.state.checkpoint import from_json_tensor, json_tensor
 
 
-def make_detector(cfg: DriftConfig) -> Any:
-    """A fresh river detector as configured (``update(x)``, ``drift_detected``)."""
-    if cfg.detector == "adwin":
-        return river_drift.ADWIN(delta=cfg.adwin_delta)
-    if cfg.detector == "page_hinkley":
-        return river_drift.PageHinkley(
-            min_instances=cfg.ph_min_instances,
-            delta=cfg.ph_delta,
-            threshold=cfg.ph_threshold,
-            mode="up",
+class StatefulADWIN(river_drift.ADWIN):
+    """river's ADWIN, telling a rise of the error from a fall, with its state as plain data.
+
+    ``worsened`` is true when ADWIN detects a change and its window's mean went up (the
+    window's sum and width are mirrored here: reading them from river costs ~1.4 us). The
+    window lives in river's Rust extension, whose ``__getstate__`` gives it as bytes (serde,
+    not pickle; base64 here).
+
+    >>> a = StatefulADWIN(delta=0.002)
+    >>> any(a.worsened(1.0 if i > 500 else 0.0) for i in range(1000))
+    True
+    >>> b = StatefulADWIN(delta=0.002); b.restore(a.state()); b.state() == a.state()
+    True
+    """
+
+    def __init__(self, delta: float) -> None:
+        super().__init__(delta=delta)
+        self._sum = 0.0
+        self._n = 0
+
+    def worsened(self, x: float) -> bool:
+        before = self._sum / self._n if self._n else 0.0
+        self._sum += x
+        self._n += 1
+        self.update(x)
+        if not self.drift_detected:
+            return False
+        # river's ADWIN clears its whole window on the update after a detection.
+        self._n, self._sum = 0, 0.0
+        return bool(self.estimation > before)
+
+    def state(self) -> dict[str, Any]:
+        window = base64.b64encode(self._helper.__getstate__()).decode("ascii")
+        return {"sum": self._sum, "n": self._n, "window": window, "detected": self.drift_detected}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self._sum, self._n = float(state["sum"]), int(state["n"])
+        self._helper.__setstate__(base64.b64decode(state["window"]))
+        # absent before 0.3: a detector checkpointed the event after it fired reset late
+        self._drift_detected = bool(state.get("detected", False))
+
+
+class StatefulPageHinkley(river_drift.PageHinkley):
+    """river's PageHinkley in "up" mode (only a rise of the error is a change), with its
+    state as plain numbers (a fresh detector's extremes are infinite, which JSON has no
+    number for: they go as text).
+
+    >>> a = StatefulPageHinkley(30, 0.005, 5.0)
+    >>> any(a.worsened(1.0 if i > 100 else 0.0) for i in range(200))
+    True
+    >>> b = StatefulPageHinkley(30, 0.005, 5.0); b.restore(a.state()); b.state() == a.state()
+    True
+    """
+
+    def __init__(self, min_instances: int, delta: float, threshold: float) -> None:
+        super().__init__(min_instances=min_instances, delta=delta, threshold=threshold, mode="up")
+
+    def worsened(self, x: float) -> bool:
+        self.update(x)
+        return bool(self.drift_detected)
+
+    def state(self) -> dict[str, Any]:
+        m = self._x_mean
+        values = (
+            m.n,
+            m.get(),
+            self._sum_increase,
+            self._sum_decrease,
+            self._min_increase,
+            self._max_decrease,
         )
-    return river_drift.KSWIN(
-        alpha=cfg.kswin_alpha,
-        window_size=cfg.kswin_window_size,
-        stat_size=cfg.kswin_stat_size,
-        seed=0,
-    )
+        return {
+            "ph": [v if math.isfinite(v) else repr(float(v)) for v in values],
+            "detected": self.drift_detected,
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        n, mean, s_inc, s_dec, min_inc, max_dec = (float(v) for v in state["ph"])
+        self._x_mean = river_stats.Mean._from_state(n=n, mean=mean)
+        self._sum_increase, self._sum_decrease = s_inc, s_dec
+        self._min_increase = min_inc
+        # river starts it at the int -1 and stores floats in it from the first update on
+        self._max_decrease = max_dec  # type: ignore[assignment]
+        self._drift_detected = bool(state.get("detected", False))
+
+
+class StatefulKSWIN(river_drift.KSWIN):
+    """river's KSWIN, telling a rise of the error from a fall, with its state as plain data:
+    its window, count and random state.
+
+    ``worsened`` is true when KSWIN detects a change and its newest ``stat_size`` errors are
+    worse than the rest of its window.
+
+    >>> a = StatefulKSWIN(0.005, 100, 30)
+    >>> any(a.worsened(1.0 if i > 500 else 0.0) for i in range(1000))
+    True
+    >>> b = StatefulKSWIN(0.005, 100, 30); b.restore(a.state()); b.state() == a.state()
+    True
+    """
+
+    def __init__(self, alpha: float, window_size: int, stat_size: int) -> None:
+        super().__init__(alpha=alpha, window_size=window_size, stat_size=stat_size, seed=0)
+
+    def worsened(self, x: float) -> bool:
+        window = list(self.window)
+        self.update(x)
+        if not self.drift_detected:
+            return False
+        recent, older = window[-self.stat_size :], window[: -self.stat_size]
+        return bool(older) and sum(recent) / len(recent) > sum(older) / len(older)
+
+    def state(self) -> dict[str, Any]:
+        version, internal, gauss = self._rng.getstate()
+        return {
+            "window": list(self.window),
+            "count": self.n,
+            "rng": [version, list(internal), gauss],
+            "detected": self.drift_detected,
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.window.clear()
+        self.window.extend(state["window"])
+        self.n = int(state["count"])
+        version, internal, gauss = state["rng"]
+        self._rng.setstate((version, tuple(internal), gauss))
+        self._drift_detected = bool(state.get("detected", False))
+
+
+Detector = StatefulADWIN | StatefulPageHinkley | StatefulKSWIN
+
+
+def make_detector(cfg: DriftConfig) -> Detector:
+    """A fresh detector as configured: ``worsened(error)`` (a change for the worse), and its
+    state as plain data (``state()`` / ``restore(state)``)."""
+    if cfg.detector == "adwin":
+        return StatefulADWIN(cfg.adwin_delta)
+    if cfg.detector == "page_hinkley":
+        return StatefulPageHinkley(cfg.ph_min_instances, cfg.ph_delta, cfg.ph_threshold)
+    return StatefulKSWIN(cfg.kswin_alpha, cfg.kswin_window_size, cfg.kswin_stat_size)
 
 
 class Degradation:
@@ -54,94 +178,32 @@ class Degradation:
     False
     """
 
-    __slots__ = ("_det", "_kind", "_n", "_stat", "_state", "_sum")
+    __slots__ = ("_det", "_kind", "_state")
 
     def __init__(self, cfg: DriftConfig) -> None:
         self._det = make_detector(cfg)
         self._kind = cfg.detector
-        self._stat = cfg.kswin_stat_size
-        self._sum = 0.0  # ADWIN's window sum and width, mirrored (reading them costs ~1.4 us)
-        self._n = 0
         # state() until the next update: a checkpoint every poll re-encoded every key's
         # window (~1 KB each) while a poll changes a fraction of them.
         self._state: dict[str, Any] | None = None
 
     def update(self, error: float) -> bool:
         self._state = None
-        det = self._det
-        if self._kind == "adwin":
-            before = self._sum / self._n if self._n else 0.0
-            self._sum += error
-            self._n += 1
-            det.update(error)
-            if not det.drift_detected:
-                return False
-            after = det.estimation
-            # river's ADWIN clears its whole window on the update after a detection.
-            self._n, self._sum = 0, 0.0
-            return bool(after > before)
-        if self._kind == "kswin":
-            window = list(det.window)
-            det.update(error)
-            if not det.drift_detected:
-                return False
-            recent, older = window[-self._stat :], window[: -self._stat]
-            return bool(older) and sum(recent) / len(recent) > sum(older) / len(older)
-        det.update(error)
-        return bool(det.drift_detected)
+        return self._det.worsened(error)
 
     def state(self) -> dict[str, Any]:
-        """The detector's state as plain data. ADWIN's lives in river's Rust extension, whose
-        ``__getstate__`` gives its window as bytes (serde, not pickle; base64 here);
-        PageHinkley's and KSWIN's are numbers, a window and a random state."""
-        if self._state is not None:
-            return self._state
-        self._state = self._encode()
+        """The detector's state as plain data (its kind, then the river detector's)."""
+        if self._state is None:
+            self._state = {"kind": self._kind, **self._det.state()}
         return self._state
-
-    def _encode(self) -> dict[str, Any]:
-        det = self._det
-        out: dict[str, Any] = {"kind": self._kind, "sum": self._sum, "n": self._n}
-        if self._kind == "adwin":
-            out["window"] = base64.b64encode(det._helper.__getstate__()).decode("ascii")
-        elif self._kind == "kswin":
-            version, internal, gauss = det._rng.getstate()
-            out.update(window=list(det.window), count=det.n, rng=[version, list(internal), gauss])
-        else:
-            m = det._x_mean
-            values = (
-                m.n,
-                m._mean,
-                det._sum_increase,
-                det._sum_decrease,
-                det._min_increase,
-                det._max_decrease,
-            )
-            # A fresh detector's extremes are infinite, which JSON has no number for.
-            out["ph"] = [v if math.isfinite(v) else repr(float(v)) for v in values]
-        return out
 
     def restore(self, state: dict[str, Any]) -> None:
         if state["kind"] != self._kind:
             raise ValueError(
                 f"checkpointed detector is {state['kind']!r}, drift.detector is {self._kind!r}"
             )
-        det = self._det
         self._state = None
-        self._sum, self._n = float(state["sum"]), int(state["n"])
-        if self._kind == "adwin":
-            det._helper.__setstate__(base64.b64decode(state["window"]))
-        elif self._kind == "kswin":
-            det.window.clear()
-            det.window.extend(state["window"])
-            det.n = int(state["count"])
-            version, internal, gauss = state["rng"]
-            det._rng.setstate((version, tuple(internal), gauss))
-        else:
-            m = det._x_mean
-            n, mean, s_inc, s_dec, min_inc, max_dec = (float(v) for v in state["ph"])
-            m.n, m._mean, det._sum_increase, det._sum_decrease = n, mean, s_inc, s_dec
-            det._min_increase, det._max_decrease = min_inc, max_dec
+        self._det.restore(state)
 
 
 @dataclass(slots=True)

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -117,3 +119,26 @@ def test_daemon_resets_key_to_theta0_on_drift_and_measures_recovery():
     # After the reset the key learns the flipped concept again from theta0.
     assert not torch.equal(daemon.learner.params_of("solo"), theta0)
     assert daemon.rolling_quality > 0.9
+
+
+@pytest.mark.parametrize("detector", ["adwin", "page_hinkley", "kswin"])
+def test_a_restored_detector_goes_on_as_the_uninterrupted_one(detector):
+    """A detector checkpointed at any point, the event after a detection included, detects
+    what the uninterrupted one detects from there on (river resets a detector on the
+    update after it fired, so the restored one must know that it fired)."""
+    cfg = DriftConfig(detector=detector, ph_threshold=5.0)
+    rng = np.random.default_rng(0)
+    errors = np.concatenate([rng.random(300) < 0.1, rng.random(300) < 0.6, rng.random(300) < 0.1])
+    whole = Degradation(cfg)
+    fired = [whole.update(float(e)) for e in errors]
+    assert any(fired)
+    first = fired.index(True)
+    for cut in sorted({first + 1, first + 2, 150, 450, 700}):
+        head = Degradation(cfg)
+        for e in errors[:cut]:
+            head.update(float(e))
+        resumed = Degradation(cfg)
+        resumed.restore(json.loads(json.dumps(head.state())))  # as plain JSON, as checkpointed
+        tail = [resumed.update(float(e)) for e in errors[cut:]]
+        assert tail == fired[cut:], f"cut at {cut}"
+        assert resumed.state() == whole.state()
