@@ -40,6 +40,7 @@ from streamlearn.config.learning import (
     PacingConfig,
     RecallConfig,
     SharedConfig,
+    SplineExpertConfig,
 )
 
 ENV_PREFIX = "STREAMLEARN_"
@@ -69,6 +70,7 @@ __all__ = [
     "ProducerConfig",
     "RecallConfig",
     "SharedConfig",
+    "SplineExpertConfig",
     "TopicsConfig",
     "load_config",
     "merge_overrides",

@@ -99,18 +99,45 @@ class LinearExpertConfig(_Strict):
     learning_rate: PositiveFloat = 0.5
     # Its AdaGrad accumulator decays by this per label: the rate stays up (1: plain AdaGrad).
     forgetting: Annotated[float, Field(gt=0, le=1)] = 0.999
+    # > 0: its weights' running average (decaying by this per label) is an expert too: the
+    # steady rate's noise averaged out, for a concept that holds still (0: none).
+    average: Annotated[float, Field(ge=0, lt=1)] = 0.999
+
+
+class SplineExpertConfig(_Strict):
+    """One network for the whole stream on a piecewise-linear (spline) encoding of each
+    feature, knots at its quantiles: an expert of the mixture for rules on intervals of
+    single features (streamlearn.learning.spline)."""
+
+    enabled: bool = True
+    knots: Annotated[int, Field(ge=2, le=256)] = 16
+    # One layer: two of 32 bought ~0.003 on elec and rbf_d for twice the cost per event.
+    hidden: Annotated[list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=1)] = Field(
+        default_factory=lambda: [32]
+    )
+    learning_rate: PositiveFloat = 0.1
+    # Its AdaGrad accumulator decays by this per label: the rate stays up (1: plain AdaGrad).
+    forgetting: Annotated[float, Field(gt=0, le=1)] = 0.999
+    # The knots are fitted on the first this many events; the expert sleeps until then.
+    warmup: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    seed: int = 0
 
 
 class MixtureConfig(_Strict):
     """The prediction served is a fixed-share mixture of experts (streamlearn.learning.
-    mixture): the key's weights, the shared weights alone (with learner.shared on) and the
-    linear expert; off: the key's weights alone."""
+    mixture): the key's weights, the shared weights alone (with learner.shared on), the
+    linear expert and the spline expert; off: the key's weights alone."""
 
     enabled: bool = True
     # Herbster and Warmuth's share: the weight passed on per label, what lets the mixture
     # follow a switch of the best expert (about 1 / the labels between switches).
     share: Annotated[float, Field(ge=0, lt=1)] = 0.001
+    # Each expert's probabilities are calibrated online before they are mixed (a scale on
+    # their log-probabilities and a bias per output, AdaGrad at this rate; 0: off): an
+    # accurate but overconfident expert then earns the weight its accuracy deserves.
+    calibration_rate: Annotated[float, Field(ge=0, le=10)] = 0.03
     linear: LinearExpertConfig = LinearExpertConfig()
+    spline: SplineExpertConfig = SplineExpertConfig()
 
 
 class LearnerConfig(_Strict):

@@ -32,6 +32,7 @@ from streamlearn.learning.linear import LinearExpert
 from streamlearn.learning.mixture import ExpertMixture
 from streamlearn.learning.recall import ConceptMemory
 from streamlearn.learning.shared import SharedWeights
+from streamlearn.learning.spline import SplineExpert
 from streamlearn.learning.step_result import StepResult, event_outputs
 from streamlearn.model import lanes
 from streamlearn.model.scaling import RunningStandardizer
@@ -55,7 +56,7 @@ class OnlineLearner(KeyRows):
     >>> batch = EventBatch(["1", "2"], ["a", "a"], np.zeros(2), np.array([[1.0], [1.0]]),
     ...                    np.array([1.0, 1.0]))
     >>> [round(v, 3) for v in learner.process(batch).p.tolist()]  # second sees the first
-    [0.5, 0.604]
+    [0.5, 0.577]
     """
 
     def __init__(
@@ -133,13 +134,40 @@ class OnlineLearner(KeyRows):
                 learning_rate=mix.linear.learning_rate,
                 forgetting=mix.linear.forgetting,
                 initial_accumulator=cfg.initial_accumulator,
+                average=mix.linear.average,
                 eps=cfg.adagrad_eps,
             )
             if mixed and mix.linear.enabled
             else None
         )
-        n_experts = 1 + self._mix_shared + (self.linear is not None)
-        self.mixture = ExpertMixture(mix.share, n_experts) if n_experts > 1 else None
+        spline = mix.spline
+        self.spline = (
+            SplineExpert(
+                spec.n_features,
+                spec.n_outputs,
+                knots=spline.knots,
+                hidden=spline.hidden,
+                learning_rate=spline.learning_rate,
+                forgetting=spline.forgetting,
+                initial_accumulator=cfg.initial_accumulator,
+                warmup=spline.warmup,
+                seed=spline.seed,
+                eps=cfg.adagrad_eps,
+            )
+            if mixed and spline.enabled
+            else None
+        )
+        experts = self.experts
+        self.mixture = (
+            ExpertMixture(
+                mix.share,
+                names=experts,
+                n_outputs=spec.n_outputs,
+                calibration_rate=mix.calibration_rate,
+            )
+            if len(experts) > 1
+            else None
+        )
         # Each key's last AdaGrad direction, for the rate hypergradient (zeros: none yet).
         self._direction = np.zeros_like(self._params) if self.sizer.hyper else None
         # Bounded keys (learner.max_keys): the daemon attaches one; None keeps every key.
@@ -156,7 +184,12 @@ class OnlineLearner(KeyRows):
     @property
     def experts(self) -> list[str]:
         """The mixture's experts, in the order of its weights (``key`` alone: no mixture)."""
-        return ["key"] + ["shared"] * self._mix_shared + ["linear"] * (self.linear is not None)
+        return (
+            ["key"]
+            + ["shared"] * self._mix_shared
+            + ["linear", "linear_average"][: 0 if self.linear is None else self.linear.n_experts]
+            + ["spline"] * (self.spline is not None)
+        )
 
     @property
     def compiled(self) -> bool:
@@ -219,6 +252,7 @@ class OnlineLearner(KeyRows):
 
     def predict(self, keys: Sequence[str], x: np.ndarray) -> np.ndarray:
         """Predictions with the keys' current weights; changes nothing (not even the scaler)."""
+        raw = x
         if self.scaler is not None:
             x = self.scaler.transform(x)
         rows = [self.keys.get(k) for k in keys]
@@ -231,7 +265,9 @@ class OnlineLearner(KeyRows):
                 shared = np.broadcast_to(self._theta0, w.shape)
                 experts.append(lanes.predict(self.spec, shared, x32))
             if self.linear is not None:
-                experts.append(self.linear.predict(x32))
+                experts.extend(self.linear.predict(x32))
+            if self.spline is not None:
+                experts.append(self.spline.predict(np.asarray(raw, np.float64), x32))
             out = self.mixture.predict(experts)
         return out if self.spec.task == "multiclass" else out[:, 0]
 
@@ -332,7 +368,7 @@ class OnlineLearner(KeyRows):
             p0 = np.zeros((0, spec.n_outputs)) if spec.task == "multiclass" else empty
             return StepResult(p0, empty, empty, 0, 0.0, batch.x)
         slots = self._admit(batch.keys)
-        x = np.asarray(batch.x, dtype=np.float32)
+        raw = x = np.asarray(batch.x, dtype=np.float32)
         if self.scaler is not None:
             if update_scaler:
                 self.scaler.update(x)
@@ -380,7 +416,9 @@ class OnlineLearner(KeyRows):
             if p_shared is not None:
                 experts.append(p_shared)
             if self.linear is not None:
-                experts.append(self.linear.process(xs, ys, labelled))
+                experts.extend(self.linear.process(xs, ys, labelled))
+            if self.spline is not None:
+                experts.append(self.spline.process(raw[order], xs, ys, labelled))
             p_out, loss_out = mixture.mix(experts, ys, labelled)
         if shared is not None and shared.ready:
             self._shared_step(self._theta0)
@@ -564,6 +602,7 @@ class OnlineLearner(KeyRows):
             "curvature": {} if self.sizer.watch is None else self.sizer.watch.state_dict(),
             "mixture": {} if self.mixture is None else self.mixture.state_dict(),
             "linear": {} if self.linear is None else self.linear.state_dict(),
+            "spline": {} if self.spline is None else self.spline.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -599,6 +638,8 @@ class OnlineLearner(KeyRows):
             self.mixture.load_state_dict(state["mixture"])
         if self.linear is not None and state.get("linear"):
             self.linear.load_state_dict(state["linear"])
+        if self.spline is not None and state.get("spline"):  # absent before the spline
+            self.spline.load_state_dict(state["spline"])
         scaler = state.get("scaler")
         if self.scaler is not None and scaler is not None:
             self.scaler.load_state_dict(scaler)

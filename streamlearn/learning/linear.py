@@ -30,7 +30,7 @@ class LinearExpert:
 
     >>> e = LinearExpert(1, 1, learning_rate=0.5, forgetting=1.0, initial_accumulator=0.0)
     >>> x, y = np.ones((2, 1), np.float32), np.ones(2, np.float32)
-    >>> [round(float(v), 3) for v in e.process(x, y, np.ones(2, bool))[:, 0]]
+    >>> [round(float(v), 3) for v in e.process(x, y, np.ones(2, bool))[0][:, 0]]
     [0.5, 0.731]
     """
 
@@ -42,18 +42,33 @@ class LinearExpert:
         learning_rate: float,
         forgetting: float,
         initial_accumulator: float,
+        average: float = 0.0,
         eps: float = 1e-10,
     ) -> None:
+        if not 0.0 <= average < 1.0:
+            raise ValueError(f"learner.mixture.linear.average must be in [0, 1), got {average}")
         self.learning_rate = learning_rate
         self.forgetting = forgetting
         self.eps = eps
         self.weights = np.zeros((n_outputs, n_features + 1))  # the bias last
         self.accum = np.full_like(self.weights, initial_accumulator)
+        # The weights' exponential running average (Polyak-Ruppert; decay ``average`` per
+        # label), a second expert; 0: none.
+        self.average = average
+        self.average_weights = np.zeros_like(self.weights)
 
-    def process(self, x: np.ndarray, y: np.ndarray, labelled: np.ndarray) -> np.ndarray:
+    @property
+    def n_experts(self) -> int:
+        """Experts it serves: its weights, and their average when ``average`` > 0."""
+        return 2 if self.average > 0 else 1
+
+    def process(self, x: np.ndarray, y: np.ndarray, labelled: np.ndarray) -> list[np.ndarray]:
         """P(class 1) ``[n, 1]`` or class probabilities ``[n, C]`` of each event, each
-        predicted before its label (where ``labelled``) takes one step."""
-        p = np.empty((len(x), self.weights.shape[0]), dtype=np.float32)
+        predicted before its label (where ``labelled``) takes one step: by the weights, then
+        (``average`` > 0) by their average."""
+        n, o = len(x), self.weights.shape[0]
+        p = np.empty((n, o), dtype=np.float32)
+        p_avg = np.empty((n, o) if self.average > 0 else (0, o), dtype=np.float32)
         _compiled()(
             np.ascontiguousarray(x, dtype=np.float32),
             np.ascontiguousarray(y, dtype=np.float32),
@@ -64,23 +79,39 @@ class LinearExpert:
             self.forgetting,
             self.eps,
             p,
+            self.average_weights,
+            self.average,
+            p_avg,
         )
-        return p
+        return [p, p_avg] if self.average > 0 else [p]
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Predictions with the weights in force (changes nothing)."""
-        z = x @ self.weights[:, :-1].T + self.weights[:, -1]
-        if z.shape[1] == 1:
-            out: np.ndarray = 0.5 * (1.0 + np.tanh(0.5 * z))
-            return out
-        e = np.exp(z - z.max(1, keepdims=True))
-        probs: np.ndarray = e / e.sum(1, keepdims=True)
-        return probs
+    def predict(self, x: np.ndarray) -> list[np.ndarray]:
+        """Predictions with the weights in force, as :meth:`process` (changes nothing)."""
+        n = len(x)
+        accum, weights, average = self.accum.copy(), self.weights.copy(), self.average_weights
+        p = np.empty((n, weights.shape[0]), dtype=np.float32)
+        p_avg = np.empty((n if self.average > 0 else 0, weights.shape[0]), dtype=np.float32)
+        _compiled()(
+            np.ascontiguousarray(x, dtype=np.float32),
+            np.zeros(n, dtype=np.float32),
+            np.zeros(n, dtype=np.bool_),
+            weights,
+            accum,
+            self.learning_rate,
+            self.forgetting,
+            self.eps,
+            p,
+            average.copy(),
+            self.average,
+            p_avg,
+        )
+        return [p, p_avg] if self.average > 0 else [p]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {
             "weights": torch.from_numpy(self.weights.copy()),
             "accum": torch.from_numpy(self.accum.copy()),
+            "average": torch.from_numpy(self.average_weights.copy()),
         }
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -89,6 +120,32 @@ class LinearExpert:
             raise ValueError("checkpointed linear expert does not match the model layout")
         self.weights = weights
         self.accum = state["accum"].numpy().astype(np.float64)
+        # absent before the average: it starts from the weights
+        average = state.get("average")
+        self.average_weights = (
+            weights.copy() if average is None else average.numpy().astype(np.float64)
+        )
+
+
+def _probabilities(w: np.ndarray, x_row: np.ndarray, z: np.ndarray, out: np.ndarray) -> None:
+    """P(class 1) (one logit) or the softmax of ``w``'s logits of one event into ``out``."""
+    d = len(x_row)
+    n_out = w.shape[0]
+    for o in range(n_out):
+        s = w[o, d]
+        for j in range(d):
+            s += w[o, j] * x_row[j]
+        z[o] = s
+    if n_out == 1:
+        out[0] = 0.5 * (1.0 + math.tanh(0.5 * z[0]))
+        return
+    top = z.max()
+    total = 0.0
+    for o in range(n_out):
+        out[o] = math.exp(z[o] - top)
+        total += out[o]
+    for o in range(n_out):
+        out[o] /= total
 
 
 def _learn(
@@ -101,30 +158,23 @@ def _learn(
     forgetting: float,
     eps: float,
     p_out: np.ndarray,
+    average: np.ndarray,
+    decay: float,
+    p_average: np.ndarray,
 ) -> None:
     n, d = x.shape
     n_out = w.shape[0]
     z = np.empty(n_out)
     err = np.empty(n_out)
     for i in range(n):
+        _probs(w, x[i], z, err)
         for o in range(n_out):
-            s = w[o, d]
-            for j in range(d):
-                s += w[o, j] * x[i, j]
-            z[o] = s
+            p_out[i, o] = err[o]
+        if decay > 0.0:
+            _probs(average, x[i], z, p_average[i])
         if n_out == 1:
-            p = 0.5 * (1.0 + math.tanh(0.5 * z[0]))
-            p_out[i, 0] = p
-            err[0] = p - y[i]
+            err[0] -= y[i]
         else:
-            top = z.max()
-            total = 0.0
-            for o in range(n_out):
-                err[o] = math.exp(z[o] - top)
-                total += err[o]
-            for o in range(n_out):
-                err[o] /= total
-                p_out[i, o] = err[o]
             err[int(y[i])] -= 1.0
         if not labelled[i]:
             continue
@@ -136,8 +186,17 @@ def _learn(
                 if math.isfinite(step):  # a poisoned label never poisons the weights
                     accum[o, j] = a
                     w[o, j] -= step
+        if decay > 0.0:
+            for o in range(n_out):
+                for j in range(d + 1):
+                    average[o, j] = decay * average[o, j] + (1.0 - decay) * w[o, j]
+
+
+_FLAGS: dict[str, Any] = {"nogil": True, "error_model": "numpy"}
+_probs = numba.njit(inline="always", **_FLAGS)(_probabilities)
 
 
 @functools.cache
 def _compiled() -> Callable[..., Any]:
-    return numba.njit(cache=True, nogil=True, error_model="numpy")(_learn)
+    compiled: Callable[..., Any] = numba.njit(cache=True, **_FLAGS)(_learn)
+    return compiled
