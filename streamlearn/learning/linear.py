@@ -24,6 +24,8 @@ import numba
 import numpy as np
 import torch
 
+from streamlearn.learning.heads import head
+
 
 class LinearExpert:
     """A linear model of ``n_features`` inputs and ``n_outputs`` logits (1: binary).
@@ -136,16 +138,7 @@ def _probabilities(w: np.ndarray, x_row: np.ndarray, z: np.ndarray, out: np.ndar
         for j in range(d):
             s += w[o, j] * x_row[j]
         z[o] = s
-    if n_out == 1:
-        out[0] = 0.5 * (1.0 + math.tanh(0.5 * z[0]))
-        return
-    top = z.max()
-    total = 0.0
-    for o in range(n_out):
-        out[o] = math.exp(z[o] - top)
-        total += out[o]
-    for o in range(n_out):
-        out[o] /= total
+    head(z, n_out, out)
 
 
 def _learn(

@@ -49,6 +49,8 @@ import numba
 import numpy as np
 import torch
 
+from streamlearn.learning.heads import head
+
 _CLIP = 1e-7
 # The experts of the checkpoints that carried no expert names (before the spline expert).
 UNNAMED = ("key", "shared", "linear")
@@ -207,20 +209,12 @@ def _calibrated(p: np.ndarray, cal: np.ndarray, rate: float, z: np.ndarray, q: n
     if n_out == 1:
         c = min(max(p[0], _CLIP), 1.0 - _CLIP)
         z[0] = math.log(c / (1.0 - c))
-        u = cal[0] * z[0] + cal[1]
-        q[0] = 0.5 * (1.0 + math.tanh(0.5 * u))
-        return
-    top = -math.inf
+    else:
+        for o in range(n_out):
+            z[o] = math.log(max(p[o], _CLIP))
     for o in range(n_out):
-        z[o] = math.log(max(p[o], _CLIP))
         q[o] = cal[0] * z[o] + cal[1 + o]
-        top = max(top, q[o])
-    total = 0.0
-    for o in range(n_out):
-        q[o] = math.exp(q[o] - top)
-        total += q[o]
-    for o in range(n_out):
-        q[o] /= total
+    head(q, n_out, q)
 
 
 def _calibrate_step(

@@ -39,6 +39,8 @@ import numba
 import numpy as np
 import torch
 
+from streamlearn.learning.heads import head
+
 
 def fit_knots(raw: np.ndarray, knots: int) -> tuple[np.ndarray, np.ndarray]:
     """Knots of each feature (``[d, knots]``, padded with the last knot) and their count.
@@ -323,27 +325,21 @@ def _learn(
                     s += theta[row + v] * acts[layer, v]
                 acts[layer + 1, u] = s
         # the head: P(class 1), or the softmax; delta = dloss / dlogit
-        z = acts[n_layers]
+        head(acts[n_layers], n_out, delta)
+        for o in range(n_out):
+            p_out[i, o] = delta[o]
         if n_out == 1:
-            p = 0.5 * (1.0 + math.tanh(0.5 * z[0]))
-            p_out[i, 0] = p
-            delta[0] = p - y[i]
+            delta[0] -= y[i]
         else:
-            top = z[0]
-            for o in range(1, n_out):
-                top = max(top, z[o])
-            total = 0.0
-            for o in range(n_out):
-                delta[o] = math.exp(z[o] - top)
-                total += delta[o]
-            for o in range(n_out):
-                delta[o] /= total
-                p_out[i, o] = delta[o]
-            delta[int(y[i])] -= 1.0
+            c = int(y[i]) if math.isfinite(y[i]) else -1
+            if 0 <= c < n_out:
+                delta[c] -= 1.0
+            else:  # no such class: the guard below skips the step
+                delta[0] = math.nan
         if not labelled[i]:
             continue
-        # A poisoned label (NaN, or a class out of range read as one) gives a non-finite
-        # output gradient: no step at all. Otherwise every step below is finite.
+        # A poisoned label (NaN, or no such class) gives a non-finite output gradient: no
+        # step at all. Otherwise every step below is finite.
         finite = True
         for o in range(n_out):
             finite = finite and math.isfinite(delta[o])

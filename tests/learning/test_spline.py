@@ -216,12 +216,15 @@ def test_predict_changes_nothing_and_equals_the_prediction_before_a_step():
     np.testing.assert_array_equal(p, q)
 
 
-def test_a_poisoned_label_never_poisons_the_weights():
-    e, raw, x, y = _awake()
-    y_bad = y.copy()
-    y_bad[0] = np.nan
-    e.process(raw[:3], x[:3], y_bad[:3], np.ones(3, bool))
-    assert np.isfinite(e.params).all()
+@pytest.mark.parametrize("n_outputs", [1, 3])
+def test_a_poisoned_label_never_poisons_the_weights(n_outputs):
+    e, raw, x, y = _awake(n_outputs)
+    before = e.params.copy()
+    for bad in (np.nan, 7.0, -1.0) if n_outputs > 1 else (np.nan,):
+        y_bad = y[:1].copy()
+        y_bad[0] = bad
+        e.process(raw[:1], x[:1], y_bad, np.ones(1, bool))
+        np.testing.assert_array_equal(e.params, before)  # no step at all
 
 
 @pytest.mark.parametrize(
