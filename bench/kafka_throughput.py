@@ -81,7 +81,7 @@ def phase_peer(n: int, prefix: str, name: str) -> dict[str, float]:
     if name.startswith("river"):
         learners._run_river(stream, learners._river_lr, per_key=False)
     else:
-        learners._run_river(stream, learners._deep_river_mlp, per_key=False, bool_labels=False)
+        learners._run_river(stream, learners.deep_river_mlp, per_key=False, bool_labels=False)
     return {"per_second": len(stream) / learners.TIMER.seconds}
 
 

@@ -131,30 +131,39 @@ def _river_arf(d: int) -> Any:
     return forest.ARFClassifier(n_models=10, seed=42)
 
 
-def _deep_river_mlp(d: int) -> Any:
-    """deep-river's Classifier around an MLP 32x2 (ReLU), two logits, Adam 1e-3, with the same
-    StandardScaler in front as river's LR."""
+def deep_river_mlp(d: int, task: str = "binary") -> Any:
+    """deep-river's Classifier (two logits, cross-entropy) or Regressor (one output, MSE)
+    around an MLP 32x2 (ReLU), Adam 1e-3, with the same StandardScaler in front as river's
+    LR."""
     import torch
-    from deep_river.classification import Classifier
     from river import preprocessing
 
+    regression = task == "regression"
     module = torch.nn.Sequential(
         torch.nn.Linear(d, 32),
         torch.nn.ReLU(),
         torch.nn.Linear(32, 32),
         torch.nn.ReLU(),
-        torch.nn.Linear(32, 2),
+        torch.nn.Linear(32, 1 if regression else 2),
     )
-    clf = Classifier(
-        module=module,
-        loss_fn="cross_entropy",
-        optimizer_fn="adam",
-        lr=1e-3,
-        output_is_logit=True,
-        is_class_incremental=False,
-        seed=42,
-    )
-    return preprocessing.StandardScaler() | clf
+    est: Any
+    if regression:
+        from deep_river.regression import Regressor
+
+        est = Regressor(module=module, loss_fn="mse", optimizer_fn="adam", lr=1e-3, seed=42)
+    else:
+        from deep_river.classification import Classifier
+
+        est = Classifier(
+            module=module,
+            loss_fn="cross_entropy",
+            optimizer_fn="adam",
+            lr=1e-3,
+            output_is_logit=True,
+            is_class_incremental=False,
+            seed=42,
+        )
+    return preprocessing.StandardScaler() | est
 
 
 def run_vw(stream: list[Example], extra: str = "") -> list[float]:
@@ -215,7 +224,7 @@ RUNNERS: dict[str, Callable[[list[Example]], list[float]]] = {
     "river-arf": lambda s: _run_river(s, _river_arf, per_key=False),
     "vw": run_vw,
     "vw-constant-rate": lambda s: run_vw(s, "--power_t 0"),
-    "deep-river-mlp": lambda s: _run_river(s, _deep_river_mlp, per_key=False, bool_labels=False),
+    "deep-river-mlp": lambda s: _run_river(s, deep_river_mlp, per_key=False, bool_labels=False),
     "capymoa-arf": lambda s: run_capymoa(s, "arf"),
     "capymoa-hat": lambda s: run_capymoa(s, "hat"),
 }

@@ -178,6 +178,7 @@ def _cmd_meta_train(cfg: Config, args: argparse.Namespace) -> int:
         support=args.support,
         query=args.query,
         inner_steps=args.inner_steps,
+        inner_order=args.inner_order or cfg.meta.inner_order,
         inner_rate=cfg.learner.learning_rate,
         lam=cfg.learner.proximal_lambda,
         outer_lr=args.outer_lr,

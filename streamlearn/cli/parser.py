@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--support", type=int, default=10, help="support examples per task")
     mt.add_argument("--query", type=int, default=10, help="query examples per task")
     mt.add_argument("--inner-steps", type=int, default=1)
+    mt.add_argument(
+        "--inner-order",
+        choices=["online", "batch"],
+        help="one step per example in order, scored prequentially (default: meta.inner_order), "
+        "or --inner-steps steps on the whole support set",
+    )
     mt.add_argument("--outer-lr", type=float, default=3e-3)
     mt.add_argument("--first-order", action="store_true")
     mt.add_argument("--segment-events", type=int, default=500)

@@ -44,6 +44,8 @@ from streamlearn.config.learning import (
 )
 
 ENV_PREFIX = "STREAMLEARN_"
+# Starting points a meta-init pool may hold (streamlearn.model.spec and meta.pool_size).
+MAX_POOL = 64
 MAX_CONFIG_BYTES = 1 << 20
 MAX_ERROR_CHARS = 300
 # Settings whose values are never printed (errors, logs, ``streamlearn config``).
@@ -148,20 +150,32 @@ class CheckpointConfig(_Strict):
 class MetaConfig(_Strict):
     """Background re-meta-training of ``theta0`` on the tasks the stream has shown."""
 
-    enabled: bool = False
-    every_labels: Annotated[int, Field(ge=1)] = 50_000
+    enabled: bool = True
+    # A run after this many labels (a few thousand: a service's first minutes) ...
+    every_labels: Annotated[int, Field(ge=1)] = 5_000
     every_seconds: PositiveFloat = 300.0
     method: Literal["maml", "imaml"] = "maml"
     steps: Annotated[int, Field(ge=1)] = 300
     tasks_per_step: Annotated[int, Field(ge=1)] = 16
     support: Annotated[int, Field(ge=1)] = 10
     query: Annotated[int, Field(ge=1)] = 10
+    # online: a task's examples one step each in arrival order, scored prequentially (the
+    # daemon's own rule, streamlearn.meta.maml); batch: inner_steps steps on the whole support.
+    inner_order: Literal["online", "batch"] = "online"
     inner_steps: Annotated[int, Field(ge=1, le=100)] = 1
     outer_lr: PositiveFloat = 3e-3
     first_order: bool = False
     held_out_tasks: Annotated[int, Field(ge=1)] = 100
     min_improvement: Annotated[float, Field(ge=0, lt=1)] = 0.01
-    use_learned_rates: bool = False
+    # The candidate's per-parameter rates drive the online steps (what a key's first labels
+    # move it by); off: learner.learning_rate for every parameter.
+    use_learned_rates: bool = True
+    # > 1: each run also meta-trains a pool of this many starts (tasks clustered by the way
+    # their fits move; each start warm-started from the candidate for pool_steps steps),
+    # installed with a promotion when it beats the candidate alone on the held-out entities;
+    # drift resets then choose among them (streamlearn.meta.pool). 1: no pool.
+    pool_size: Annotated[int, Field(ge=1, le=MAX_POOL)] = 1
+    pool_steps: Annotated[int, Field(ge=1)] = 100
     buffer_per_task: Annotated[int, Field(ge=2)] = 200
     buffer_tasks: Annotated[int, Field(ge=1)] = 2000
     device: Literal["auto", "cpu", "cuda"] = "auto"

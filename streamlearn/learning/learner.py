@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from streamlearn.config import LearnerConfig
+from streamlearn.config import MAX_POOL, LearnerConfig
 from streamlearn.learning import kernel, learner_state
 from streamlearn.learning.key_rows import KeyRows
 from streamlearn.learning.learner_state import KeyTables
@@ -36,7 +36,7 @@ from streamlearn.learning.spline import SplineExpert
 from streamlearn.learning.step_result import StepResult, event_outputs
 from streamlearn.model import lanes
 from streamlearn.model.scaling import RunningStandardizer
-from streamlearn.model.spec import MAX_POOL, ModelSpec
+from streamlearn.model.spec import ModelSpec
 from streamlearn.optim import AdagradState, adagrad_step, proximal_grad
 from streamlearn.optim.guard import UpdateGuard
 from streamlearn.optim.stepsize import StepSizer
@@ -199,6 +199,12 @@ class OnlineLearner(KeyRows):
     @property
     def model_version(self) -> int:
         return self._version
+
+    @property
+    def rates(self) -> torch.Tensor | None:
+        """The per-parameter rates of the online steps when meta-learned ones are in force
+        (None: ``learning_rate`` for every parameter)."""
+        return None if self._rates is None else torch.from_numpy(self._rates.copy())
 
     @property
     def n_keys(self) -> int:
@@ -596,6 +602,8 @@ class OnlineLearner(KeyRows):
             if res is None
             else {**res.state_dict(), "last_used": torch.from_numpy(res.last_used(live))},
             "eta": self.sizer.eta,
+            # the meta-learned per-parameter rates of the online steps, when in force
+            "rates": None if self._rates is None else torch.from_numpy(self._rates.copy()),
             "proximal_lambda": self.proximal_lambda,
             "shared": {} if self.shared is None else self.shared.state_dict(),
             "recall": {} if self.memory is None else self.memory.state_dict(),
@@ -624,6 +632,8 @@ class OnlineLearner(KeyRows):
             self._direction = np.zeros_like(self._params)
             if self.sizer.hyper is not None and "eta" in state:
                 self.sizer.hyper.set_eta(float(state["eta"]))
+        rates = state.get("rates")  # absent before 0.3 (the rates were lost on a restart)
+        self._rates = None if rates is None else _as_row(rates)
         self.proximal_lambda = float(state.get("proximal_lambda", self.cfg.proximal_lambda))
         watch = self.sizer.watch
         if watch is not None:

@@ -40,9 +40,16 @@ def meta_tick(
             cand = outcome.candidate
             rates = cand.log_rate.exp() if use_learned_rates else None
             learner.set_theta0(cand.theta0, version, rates)
+            if outcome.pool_helps:  # otherwise the pool in force stays
+                learner.set_pool(outcome.pool)
             current = cand
             mt.stream.model_version.set(version)
             mt.meta.meta_runs.labels("promoted").inc()
+            mt.meta.meta_pool_members.set(len(learner.starts) - 1)
+            if rates is not None:
+                mt.meta.meta_inner_rate.labels("min").set(float(rates.min()))
+                mt.meta.meta_inner_rate.labels("median").set(float(rates.median()))
+                mt.meta.meta_inner_rate.labels("max").set(float(rates.max()))
             log.info(
                 "meta-init version %d promoted: held-out meta-loss %.4f -> %.4f (%.1f s on %s)",
                 version,

@@ -1,11 +1,21 @@
 """Unrolled MAML with learned per-parameter inner rates (Meta-SGD), batched over tasks.
 
-The inner loop is the online learner's rule: K steps of AdaGrad on the support loss plus the
-proximal term ``(lam/2)||w - theta0||^2``, each parameter with its own learned rate
-``exp(log_rate)`` (``rule="sgd"`` gives classic MAML steps instead). The meta-loss is the
-query loss of the adapted weights; its gradient with respect to ``theta0`` and ``log_rate``
-is taken through the inner steps (second order), or treating the inner gradients as
-constants (``first_order=True``). Tasks are batched with ``torch.func.vmap``.
+The inner loop is the online learner's rule, AdaGrad on the loss plus the proximal term
+``(lam/2)||w - theta0||^2``, each parameter with its own learned rate ``exp(log_rate)``
+(``rule="sgd"`` gives classic MAML steps instead), in one of two orders:
+
+- ``order="online"`` (the daemon's): a task's examples (support, then query) arrive one at a
+  time; each is predicted with the weights so far, then takes one step, exactly as the
+  online learner treats a new key's labels. The meta-loss is the prequential loss: the mean
+  loss of those predictions, each made before its own label was learned. So what is
+  meta-learned is how far one label, two labels, ... should move a new key, which is what
+  its first events are scored on.
+- ``order="batch"`` (classic few-shot MAML): K steps on the whole support set's mean loss;
+  the meta-loss is the query loss after them.
+
+The meta-gradient with respect to ``theta0`` and ``log_rate`` is taken through the inner
+steps (second order), or treating the inner gradients as constants (``first_order=True``).
+Tasks are batched with ``torch.func.vmap``.
 """
 
 from __future__ import annotations
@@ -32,19 +42,23 @@ class MetaParams(NamedTuple):
 
 @dataclass(frozen=True)
 class InnerRule:
-    """How a task adapts: ``steps`` updates on the whole support set."""
+    """How a task adapts: one step per example in arrival order (``order="online"``), or
+    ``steps`` updates on the whole support set (``order="batch"``)."""
 
     steps: int = 1
     lam: float = 0.0
     rule: Literal["adagrad", "sgd"] = "adagrad"
     eps: float = 1e-10
     initial_accumulator: float = 0.1
+    order: Literal["batch", "online"] = "batch"
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"meta.inner_steps must be >= 1, got {self.steps}")
         if self.lam < 0:
             raise ValueError(f"proximal lambda must be >= 0, got {self.lam}")
+        if self.order not in ("batch", "online"):
+            raise ValueError(f"meta.inner_order must be 'batch' or 'online', got {self.order!r}")
 
 
 @dataclass(frozen=True)
@@ -82,18 +96,54 @@ def adapt(
         prox = 0.5 * rule.lam * ((w - theta0) ** 2).sum() if rule.lam else 0.0
         return mean_loss(spec, w, xs, ys) + prox
 
+    if rule.order == "online":
+        return online(spec, rule, params, xs, ys, first_order=first_order)[0]
     w = theta0
     acc = torch.full_like(theta0, rule.initial_accumulator)
     for _ in range(rule.steps):
         g = grad(support)(w)
         if first_order:
             g = g.detach()
-        if rule.rule == "adagrad":
-            acc = acc + g * g
-            w = w - rate * g / ((acc + _SQRT_FLOOR).sqrt() + rule.eps)
-        else:
-            w = w - rate * g
+        w, acc = _step(rule, w, acc, g, rate)
     return w
+
+
+def _step(
+    rule: InnerRule, w: torch.Tensor, acc: torch.Tensor, g: torch.Tensor, rate: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One inner update (AdaGrad, or a plain step) and the accumulator after it."""
+    if rule.rule == "adagrad":
+        acc = acc + g * g
+        return w - rate * g / ((acc + _SQRT_FLOOR).sqrt() + rule.eps), acc
+    return w - rate * g, acc
+
+
+def online(
+    spec: ModelSpec,
+    rule: InnerRule,
+    params: MetaParams,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    first_order: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The online rule over one task's examples in order: each is predicted with the weights
+    so far, then takes one step on its loss plus the proximal term. Returns the weights
+    after the last step and the mean prequential loss (each example's loss before its step)."""
+    theta0 = params.theta0
+    rate = params.log_rate.exp()
+    w = theta0
+    acc = torch.full_like(theta0, rule.initial_accumulator)
+    total = torch.zeros((), dtype=theta0.dtype, device=theta0.device)
+    for t in range(x.shape[0]):
+        g, loss = torch.func.grad_and_value(spec.loss_one)(w, x[t], y[t])
+        total = total + loss
+        if rule.lam:
+            g = g + rule.lam * (w - theta0)
+        if first_order:
+            g = g.detach()
+        w, acc = _step(rule, w, acc, g, rate)
+    return w, total / x.shape[0]
 
 
 def meta_loss(
@@ -104,9 +154,14 @@ def meta_loss(
     *,
     first_order: bool = False,
 ) -> torch.Tensor:
-    """Mean query loss over tasks after adaptation on their support sets."""
+    """Mean over tasks of the query loss after adaptation on their support sets
+    (``order="batch"``), or of the prequential loss over support and query in order
+    (``order="online"``)."""
 
     def one(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor) -> torch.Tensor:
+        if rule.order == "online":
+            x, y = torch.cat([xs, xq]), torch.cat([ys, yq])
+            return online(spec, rule, params, x, y, first_order=first_order)[1]
         w = adapt(spec, rule, params, xs, ys, first_order=first_order)
         return mean_loss(spec, w, xq, yq)
 

@@ -37,6 +37,7 @@ class OfflineSettings:
     support: int = 10
     query: int = 10
     inner_steps: int = 1
+    inner_order: str = "online"  # online | batch (streamlearn.meta.maml)
     inner_rate: float = 0.5
     lam: float = 0.01
     outer_lr: float = 3e-3
@@ -50,6 +51,8 @@ class OfflineSettings:
     def __post_init__(self) -> None:
         if self.method not in ("maml", "imaml"):
             raise ValueError(f"--method must be 'maml' or 'imaml', got {self.method!r}")
+        if self.inner_order not in ("online", "batch"):
+            raise ValueError(f"--inner-order must be 'online' or 'batch', got {self.inner_order!r}")
         names = ("steps", "tasks_per_step", "support", "query", "inner_steps", "pool_size")
         for name in names:
             if getattr(self, name) < 1:
@@ -163,6 +166,7 @@ def meta_train(
         steps=settings.inner_steps,
         lam=settings.lam,
         initial_accumulator=settings.initial_accumulator,
+        order="online" if settings.inner_order == "online" else "batch",
     )
     held: TaskBatch = test.sample(200, settings.support, settings.query, rng)
 

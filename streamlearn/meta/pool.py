@@ -19,10 +19,11 @@ import torch
 from scipy.cluster.vq import kmeans2
 from torch.func import vmap
 
+from streamlearn.config import MAX_POOL
 from streamlearn.meta.maml import InnerRule, MetaParams, TaskBatch, adapt, mean_loss
 from streamlearn.meta.tasks import TaskSnapshot
 from streamlearn.model import lanes
-from streamlearn.model.spec import MAX_POOL, ModelSpec
+from streamlearn.model.spec import ModelSpec
 
 FIT_STEPS = 20  # inner steps that take each task close enough to its own fit to cluster on
 

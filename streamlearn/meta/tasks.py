@@ -40,13 +40,35 @@ class TaskSnapshot:
     x: np.ndarray
     y: np.ndarray
     n: np.ndarray
+    # the entity of each task (an index): its segments are tasks of one group
+    group: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.n)
 
     def subset(self, mask: np.ndarray) -> TaskSnapshot:
         """The tasks where ``mask`` is true."""
-        return TaskSnapshot(self.x[mask], self.y[mask], self.n[mask])
+        group = None if self.group is None else self.group[mask]
+        return TaskSnapshot(self.x[mask], self.y[mask], self.n[mask], group)
+
+    def split(self, fraction: float, rng: np.random.Generator) -> tuple[TaskSnapshot, TaskSnapshot]:
+        """``(train, held_out)``: about ``fraction`` of the entities held out, every task of
+        an entity on one side, so a held-out score is on entities never trained on. With a
+        single entity its tasks (segments) are split instead.
+
+        >>> snap = TaskSnapshot(np.zeros((6, 2, 1)), np.zeros((6, 2)), np.full(6, 2),
+        ...                     np.array([0, 0, 1, 1, 2, 3]))
+        >>> train, held = snap.split(0.5, np.random.default_rng(0))
+        >>> sorted(set(train.group) & set(held.group)), len(train) + len(held)
+        ([], 6)
+        """
+        group = self.group if self.group is not None else np.arange(len(self.n))
+        entities = np.unique(group)
+        if len(entities) < 2:
+            group, entities = np.arange(len(self.n)), np.arange(len(self.n))
+        n_held = min(len(entities) - 1, max(1, round(fraction * len(entities))))
+        held = np.isin(group, rng.choice(entities, size=n_held, replace=False))
+        return self.subset(~held), self.subset(held)
 
     def sample(
         self, n_tasks: int, k_support: int, k_query: int, rng: np.random.Generator
@@ -144,10 +166,13 @@ class TaskBuffer:
             return TaskSnapshot(
                 empty, np.zeros((0, self.max_per_task), np.float32), np.zeros(0, np.int64)
             )
+        keys = [k for (k, _), t in self._tasks.items() if t.n >= min_examples]
+        index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
         return TaskSnapshot(
             np.stack([t.x for t in chosen]),
             np.stack([t.y for t in chosen]),
             np.asarray([t.n for t in chosen], dtype=np.int64),
+            np.asarray([index[k] for k in keys], dtype=np.int64),
         )
 
     def sample(

@@ -20,9 +20,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-# Starting points a meta-init pool may hold; bounds the reset metric's "start" label too.
-MAX_POOL = 64
-
 Task = Literal["binary", "multiclass", "regression"]
 Activation = Literal["tanh", "relu"]
 

@@ -335,6 +335,18 @@ class MetaMetrics:
         self.meta_buffer_examples = _gauge(
             r, "streamlearn_meta_buffer_examples", "Labelled examples held in the task buffer."
         )
+        self.meta_pool_members = _gauge(
+            r,
+            "streamlearn_meta_pool_members",
+            "Starts in the meta-init pool besides theta0, as of the last promotion.",
+        )
+        self.meta_inner_rate = Gauge(
+            "streamlearn_meta_inner_rate",
+            "The meta-learned per-parameter rates of the online steps at the last promotion "
+            "(with meta.use_learned_rates), by statistic.",
+            ["stat"],
+            registry=r,
+        )
 
 
 class ActiveMetrics:

@@ -142,6 +142,7 @@ class Daemon:
                 lam=cfg.learner.proximal_lambda,
                 eps=cfg.learner.adagrad_eps,
                 initial_accumulator=cfg.learner.initial_accumulator,
+                order=mc.inner_order,
             )
             self.meta_trainer = BackgroundMetaTrainer(mc, self.spec, rule, seed=m.seed)
         resumed = self.checkpointer.restore(self._apply_checkpoint)

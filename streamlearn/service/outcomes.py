@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from streamlearn.config import Config
-from streamlearn.drift.detectors import DriftMonitor, RecoveryTracker
+from streamlearn.drift.detectors import DriftMonitor, DriftReport, RecoveryTracker
 from streamlearn.drift.resets import Resetter
 from streamlearn.learning.learner import OnlineLearner
 from streamlearn.learning.regret import GlobalBaseline
@@ -76,6 +76,8 @@ class Outcomes:
             else None
         )
         self.drift = DriftMonitor(cfg.drift)
+        # What the last poll's labels triggered (read by benchmarks of recovery per key).
+        self.last_drift = DriftReport()
         d = cfg.drift
         self.recovery = RecoveryTracker(
             d.recovery_window,
@@ -155,6 +157,7 @@ class Outcomes:
     def _drift(self, keys: list[str], errors: list[float]) -> None:
         mt = self.metrics
         report = self.drift.update(keys, errors)
+        self.last_drift = report
         if report.drifted_keys:
             if self.tasks is not None:
                 self.tasks.close_segments(report.drifted_keys)

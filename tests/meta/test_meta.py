@@ -5,7 +5,15 @@ import torch
 from torch.func import hessian
 
 from streamlearn.meta import implicit
-from streamlearn.meta.maml import InnerRule, MetaParams, TaskBatch, adapt, meta_grad, meta_loss
+from streamlearn.meta.maml import (
+    InnerRule,
+    MetaParams,
+    TaskBatch,
+    adapt,
+    meta_grad,
+    meta_loss,
+    online,
+)
 from streamlearn.model.spec import ModelSpec
 from streamlearn.optim.linalg import conjugate_gradient, hvp
 
@@ -45,6 +53,9 @@ def _fd(f, p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
             ModelSpec(3, "binary"),
             InnerRule(steps=2, lam=0.5, rule="adagrad", initial_accumulator=0.1),
         ),
+        # the daemon's order: a step per example, the prequential loss as the meta-loss
+        (ModelSpec(2, "regression", hidden=(3,)), InnerRule(lam=0.1, order="online")),
+        (ModelSpec(2, "binary", hidden=(3,)), InnerRule(lam=0.0, order="online")),
     ],
 )
 def test_unrolled_meta_gradient_and_rate_hypergradient_match_finite_differences(spec, rule):
@@ -164,3 +175,17 @@ def test_batched_implicit_path_agrees_with_the_precise_one_on_a_convex_problem()
         spec, lam, theta0, batch, inner_steps=3000, inner_rate=0.05, cg_iter=10
     )
     torch.testing.assert_close(fast, precise, atol=1e-4, rtol=1e-3)
+
+
+def test_the_online_meta_loss_is_the_prequential_loss_of_a_step_per_example_by_hand():
+    spec = ModelSpec(1, "regression")  # w * x + b, loss (w x + b - y)^2 / 2
+    rule = InnerRule(lam=0.0, rule="sgd", order="online")
+    params = MetaParams(torch.tensor([0.0, 0.0]), torch.log(torch.tensor([0.5, 0.5])))
+    x, y = torch.tensor([[1.0], [2.0]]), torch.tensor([1.0, 1.0])
+    w, loss = online(spec, rule, params, x, y)
+    # event 1: predicted 0, loss 0.5; g = (-1, -1), w = (0.5, 0.5)
+    # event 2: predicted 0.5 * 2 + 0.5 = 1.5, loss 0.125; g = (0.5 * 2, 0.5)
+    assert float(loss) == pytest.approx((0.5 + 0.125) / 2)
+    torch.testing.assert_close(w, torch.tensor([0.5 - 0.5 * 1.0, 0.5 - 0.5 * 0.5]))
+    batch = TaskBatch(x[None, :1], y[None, :1], x[None, 1:], y[None, 1:])
+    assert float(meta_loss(spec, rule, params, batch)) == pytest.approx(float(loss))

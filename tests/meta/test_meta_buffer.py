@@ -9,6 +9,7 @@ import torch
 from streamlearn.config import LearnerConfig, load_config
 from streamlearn.learning.learner import OnlineLearner
 from streamlearn.meta.initfile import MetaInit, load_meta_init, save_meta_init
+from streamlearn.meta.maml import InnerRule, MetaParams, online
 from streamlearn.meta.tasks import TaskBuffer
 from streamlearn.model.spec import ModelSpec
 from streamlearn.service.wiring import build_spec
@@ -72,6 +73,53 @@ def test_learned_per_parameter_rates_drive_the_online_steps():
     torch.testing.assert_close(
         learner.params_of("k"), torch.tensor([0.0, bias], dtype=torch.float32)
     )
+
+
+@pytest.mark.parametrize("task", ["binary", "regression"])
+def test_the_meta_learners_online_rule_is_what_the_learner_does_to_a_new_key(task):
+    """The inner loop meta-learning differentiates through (order "online") takes the steps
+    the daemon's learner takes on a new key's labels: the same predictions before each
+    label, the same weights after."""
+    spec = ModelSpec(2, task, hidden=(4,))
+    theta0 = spec.init(seed=3)
+    gen = torch.Generator().manual_seed(0)
+    rates = torch.exp(-2.0 + 0.5 * torch.randn(spec.n_params, generator=gen))
+    lam = 0.2
+    cfg = per_key_rules(proximal_lambda=lam).model_copy(
+        update={"curvature": LearnerConfig().curvature.model_copy(update={"enabled": False})}
+    )
+    learner = OnlineLearner(spec, cfg, theta0, standardize=False)
+    learner.set_theta0(theta0, version=1, rates=rates)
+    x = torch.randn(8, 2, generator=gen)
+    y = (x[:, 0] > x[:, 1]).float() if task == "binary" else x[:, 0] - 2 * x[:, 1]
+    served = []
+    for i in range(8):  # one event a poll, as a new key's first labels arrive
+        batch = EventBatch(
+            [str(i)], ["new"], np.zeros(1), x[i : i + 1].numpy(), y[i : i + 1].numpy()
+        )
+        served.append(float(learner.process(batch).p[0]))
+    rule = InnerRule(lam=lam, order="online", initial_accumulator=cfg.initial_accumulator)
+    w, prequential = online(spec, rule, MetaParams(theta0, rates.log()), x, y)
+    torch.testing.assert_close(learner.params_of("new"), w.float(), atol=2e-5, rtol=1e-4)
+    # the prequential loss of the served predictions is the meta-loss
+    p = torch.tensor(served)
+    if task == "binary":
+        ref = torch.nn.functional.binary_cross_entropy(p, y)
+    else:
+        ref = 0.5 * ((p - y) ** 2).mean()
+    assert float(prequential) == pytest.approx(float(ref), rel=1e-4)
+
+
+def test_learned_rates_survive_a_checkpoint():
+    spec = ModelSpec(2)
+    learner = OnlineLearner(spec, per_key_rules(), spec.init(kind="zeros"))
+    rates = torch.tensor([0.1, 0.2, 0.3])
+    learner.set_theta0(torch.zeros(3), version=2, rates=rates)
+    resumed = OnlineLearner(spec, per_key_rules(), spec.init(kind="zeros"))
+    resumed.load_state_dict(learner.state_dict())
+    assert resumed.rates is not None
+    torch.testing.assert_close(resumed.rates, rates)
+    assert resumed.model_version == 2
 
 
 @pytest.mark.slow

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from prometheus_client import CollectorRegistry
 
 from streamlearn.config import MetaConfig, SyntheticSourceConfig, load_config
@@ -95,6 +97,76 @@ def test_daemon_promotes_a_background_candidate_and_predictions_carry_its_versio
         daemon.meta_trainer.close()
 
 
+def test_a_promotion_installs_the_start_the_rates_and_the_pool_and_a_checkpoint_keeps_them(
+    tmp_path,
+):
+    """The background trainer's promotion changes what the daemon adapts new keys with:
+    theta0, the per-parameter rates of the online steps and, where it pays on the held-out
+    entities, the pool of starts drift resets choose from; a restart from the checkpoint
+    goes on with all three."""
+    overrides = {
+        # two concepts, little per-key variation, no label noise: a pool of two starts pays
+        "source": {
+            "synthetic": {
+                "n_keys": 20,
+                "rate": 0,
+                "n_concepts": 2,
+                "segment_length": 1000,
+                "key_perturbation": 0.1,
+                "label_noise": 0.0,
+            }
+        },
+        "checkpoint": {"dir": str(tmp_path), "every_events": 10**9, "every_seconds": 3600},
+        "meta": {
+            "enabled": True,
+            "every_seconds": 1.0,
+            "every_labels": 10**9,
+            "steps": 30,
+            "support": 5,
+            "query": 5,
+            "held_out_tasks": 50,
+            "use_learned_rates": True,
+            "pool_size": 2,
+            "pool_steps": 30,
+            "min_improvement": 0.0,
+        },
+    }
+    cfg = load_config(overrides=overrides, env={})
+    reg = CollectorRegistry()
+    daemon = Daemon(cfg, reg, sink=MemorySink(capacity=10))
+    assert daemon.meta_trainer is not None
+    try:
+        # A pool is installed with a promotion only when it beats the candidate alone on the
+        # held-out entities; an early run (few segments seen yet, under load) may not earn it.
+        deadline = time.monotonic() + 240
+        learner = daemon.learner
+        while len(learner.starts) < 3 and time.monotonic() < deadline:
+            daemon.step()
+        assert learner.model_version >= 1, "no candidate was promoted in 240 s"
+        rates = learner.rates
+        assert rates is not None, "the learned rates are not in force"
+        assert float(rates.std()) > 0, "the rates stayed uniform: not meta-learned"
+        assert sample(reg, "streamlearn_meta_inner_rate", {"stat": "median"}) == pytest.approx(
+            float(rates.median())
+        )
+        pool = learner.starts[1:]
+        assert sample(reg, "streamlearn_meta_pool_members") == len(pool) == 2
+        assert not np.allclose(pool[0], pool[1])
+        daemon.checkpoint(durable=True)
+        version, starts = learner.model_version, learner.starts
+    finally:
+        daemon.meta_trainer.close()
+    resumed = Daemon(load_config(overrides=overrides, env={}), CollectorRegistry())
+    try:
+        assert resumed.learner.model_version == version
+        assert resumed.learner.rates is not None
+        torch.testing.assert_close(resumed.learner.rates, rates)
+        np.testing.assert_array_equal(resumed.learner.starts, starts)
+    finally:
+        assert resumed.meta_trainer is not None
+        resumed.meta_trainer.close()
+
+
 def _worker_and_wait(trainer: BackgroundMetaTrainer) -> Outcome:
     deadline = time.monotonic() + 120
     while (out := trainer.result()) is None:
@@ -158,13 +230,14 @@ t = BackgroundMetaTrainer(cfg, ModelSpec(8), InnerRule(steps=1, lam=0.01))
 t.start(_buffer(), MetaParams(torch.zeros(9), torch.zeros(9)), 0)
 while not multiprocessing.active_children():
     time.sleep(0.05)
-time.sleep(2)  # the worker's initializer has run
+time.sleep({wait_s})  # 2: the worker's initializer has run; 0: it is still importing torch
 open({pidfile!r}, "w").write(str(multiprocessing.active_children()[0].pid))
 import os; os._exit(0)  # dies without closing: as under an OOM kill
 """
 
 
-def test_a_worker_does_not_outlive_a_daemon_that_died(tmp_path):
+@pytest.mark.parametrize("wait_s", [2.0, 0.0])
+def test_a_worker_does_not_outlive_a_daemon_that_died(tmp_path, wait_s):
     import subprocess
     import sys
 
@@ -175,7 +248,11 @@ def test_a_worker_does_not_outlive_a_daemon_that_died(tmp_path):
     out, pidfile = tmp_path / "out.txt", tmp_path / "worker.pid"
     with out.open("w") as f:
         res = subprocess.run(
-            [sys.executable, "-c", _ORPHAN.format(root=str(ROOT), pidfile=str(pidfile))],
+            [
+                sys.executable,
+                "-c",
+                _ORPHAN.format(root=str(ROOT), pidfile=str(pidfile), wait_s=wait_s),
+            ],
             stdout=f, stderr=subprocess.STDOUT, timeout=120, check=False,
         )  # fmt: skip
     assert res.returncode == 0, out.read_text()[-2000:]
